@@ -1,0 +1,27 @@
+# Two commands on a fresh machine: `make run` (a real CPU-sized search) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch and torchvision first, pinned to builds that pip finds on these machines' own disk.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+# A copy of CIFAR-10 (train/<class>/, test/<class>/); override with `make run DATA=/path`.
+DATA ?= $(firstword $(wildcard data/cifar10 ../shared/datasets/cifar10))
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/tune-run spaces/resnet18.py --quick $(if $(DATA),--data-dir $(DATA)) \
+		--name resnet18-quick-$$(date +%Y%m%d-%H%M%S)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m pip install -q ruff && $(VENV)/bin/ruff check .

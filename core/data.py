@@ -1,0 +1,204 @@
+"""Image data sets as uint8 arrays, decoded once per search and shared by every trial.
+
+A `Dataset` holds train / val / test splits as (N, C, H, W) uint8 arrays and int64 labels. The driver
+loads it once; Ray's object store hands the same memory to every trial on a node (zero-copy numpy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DATASETS = ("cifar10", "imagefolder", "digits")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
+
+
+class DataError(Exception):
+    """Data that cannot be found or read; the message says where it looked and what to do."""
+
+
+@dataclass
+class Dataset:
+    name: str
+    classes: list[str]
+    train_x: np.ndarray  # (N, C, H, W) uint8
+    train_y: np.ndarray  # (N,) int64
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    mean: tuple[float, ...]  # per channel, on the 0..1 scale, from the train split
+    std: tuple[float, ...]
+    hflip: bool  # whether horizontal flips keep an image's class (not for digits)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_x.shape[2])
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | None,
+    val_fraction: float = 0.1,
+    subset: int | None = None,
+    seed: int = 0,
+    cache_dir: str | None = None,
+) -> Dataset:
+    """Loads a data set and carves a validation split from its train split with a fixed seed.
+
+    `subset` keeps that many train images (before the split, class-balanced by random choice) and a
+    proportional share of the test images, for CPU-sized runs.
+    """
+    if name == "digits":
+        x, y, classes = _digits()
+        (train_x, train_y), (test_x, test_y) = _split(x, y, 0.2, seed + 1)
+        hflip = False
+    elif name in ("cifar10", "imagefolder"):
+        root = _find_root(name, data_dir)
+        train, test, classes = _image_splits(name, root, subset, seed, cache_dir)
+        (train_x, train_y), (test_x, test_y) = train, test
+        hflip = True
+    else:
+        raise DataError(f"dataset {name!r}: expected one of {', '.join(DATASETS)}")
+    if subset is not None and name == "digits":
+        train_x, train_y = _take(train_x, train_y, subset, seed)
+    (train_x, train_y), (val_x, val_y) = _split(train_x, train_y, val_fraction, seed)
+    mean = tuple(float(m) for m in train_x.mean(axis=(0, 2, 3)) / 255.0)
+    std = tuple(float(s) for s in train_x.std(axis=(0, 2, 3)) / 255.0 + 1e-6)
+    return Dataset(name, classes, train_x, train_y, val_x, val_y, test_x, test_y, mean, std, hflip)
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.images * (255.0 / 16.0)).round().astype(np.uint8)[:, None]  # (1797, 1, 8, 8)
+    return x, bunch.target.astype(np.int64), [str(c) for c in bunch.target_names]
+
+
+def _split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
+    """Splits off `fraction` of the rows, the same rows for the same seed."""
+    order = np.random.default_rng(seed).permutation(len(y))
+    n_held = max(1, int(round(len(y) * fraction))) if fraction > 0 else 0
+    kept, held = order[n_held:], order[:n_held]
+    return (x[kept], y[kept]), (x[held], y[held])
+
+
+def _take(x: np.ndarray, y: np.ndarray, n: int, seed: int):
+    if n >= len(y):
+        return x, y
+    rows = np.sort(np.random.default_rng(seed).permutation(len(y))[:n])
+    return x[rows], y[rows]
+
+
+def _find_root(name: str, data_dir: str | None) -> Path:
+    candidates = [data_dir] if data_dir else [os.environ.get("TUNE_RUN_DATA_DIR"), f"data/{name}"]
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return Path(c)
+    looked = ", ".join(str(c) for c in candidates if c)
+    raise DataError(
+        f"{name} data not found (looked in {looked}); point --data-dir (or TUNE_RUN_DATA_DIR) at a "
+        f"folder with train/<class>/ and test/<class>/ image folders"
+        + (" or CIFAR-10's cifar-10-batches-py" if name == "cifar10" else "")
+    )
+
+
+def _image_splits(name, root: Path, subset, seed, cache_dir):
+    if name == "cifar10" and _is_torchvision_cifar(root):
+        return _torchvision_cifar(root, subset, seed)
+    train_files, classes = _list_image_folder(root / "train", root)
+    test_files, test_classes = _list_image_folder(root / "test", root)
+    if test_classes != classes:
+        raise DataError(f"{root}: test/ has classes {test_classes}, train/ has {classes}")
+    if subset is not None:
+        train_files = _take_list(train_files, subset, seed)
+        test_files = _take_list(test_files, max(1, subset // 5), seed)
+    train = _decode_cached(train_files, cache_dir)
+    test = _decode_cached(test_files, cache_dir)
+    return train, test, classes
+
+
+def _list_image_folder(folder: Path, root: Path) -> tuple[list[tuple[str, int]], list[str]]:
+    if not folder.is_dir():
+        raise DataError(f"{root}: no {folder.name}/ folder; expected train/<class>/ and test/<class>/")
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    if not classes:
+        raise DataError(f"{folder}: no class folders; expected {folder.name}/<class>/<image>")
+    files = [
+        (str(p), label)
+        for label, c in enumerate(classes)
+        for p in sorted((folder / c).iterdir())
+        if p.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not files:
+        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders")
+    return files, classes
+
+
+def _take_list(files: list, n: int, seed: int) -> list:
+    if n >= len(files):
+        return files
+    rows = np.sort(np.random.default_rng(seed).permutation(len(files))[:n])
+    return [files[i] for i in rows]
+
+
+def _decode_cached(files: list[tuple[str, int]], cache_dir: str | None):
+    """Decodes the images once; later searches read the arrays from an .npz cache."""
+    key = hashlib.sha1("\n".join(f for f, _ in files).encode()).hexdigest()[:16]
+    cache = Path(cache_dir or Path.home() / ".cache" / "tune-run") / f"images-{key}.npz"
+    if cache.exists():
+        with np.load(cache) as z:
+            return z["x"], z["y"]
+    x, y = _decode(files)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, x=x, y=y)
+    tmp.replace(cache)
+    return x, y
+
+
+def _decode(files: list[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+    from torchvision.io import ImageReadMode, decode_image
+
+    images = []
+    for path, _ in files:
+        data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+        images.append(decode_image(data, mode=ImageReadMode.RGB))  # (3, H, W) uint8
+    shapes = {tuple(i.shape) for i in images}
+    if len(shapes) != 1:
+        raise DataError(f"images differ in size ({sorted(shapes)[:3]}...); resize them to one size")
+    x = torch.stack(images).numpy()
+    y = np.array([label for _, label in files], dtype=np.int64)
+    return x, y
+
+
+def _is_torchvision_cifar(root: Path) -> bool:
+    return (root / "cifar-10-batches-py" / "data_batch_1").exists()
+
+
+def _torchvision_cifar(root: Path, subset, seed):
+    from torchvision.datasets import CIFAR10
+
+    splits = []
+    for train in (True, False):
+        ds = CIFAR10(str(root), train=train, download=False)
+        x = np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))  # (N, 32, 32, 3) -> (N, 3, 32, 32)
+        y = np.asarray(ds.targets, dtype=np.int64)
+        if subset is not None:
+            x, y = _take(x, y, subset if train else max(1, subset // 5), seed)
+        splits.append((x, y))
+    return splits[0], splits[1], list(CIFAR10(str(root), train=False).classes)

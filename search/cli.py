@@ -1,0 +1,220 @@
+"""`tune-run`: the command line.
+
+    tune-run SPACE [flags]            run the search of a space file
+    tune-run SPACE --dry-run          print the resolved search and sample configurations
+    tune-run SPACE --resume           continue the search of SPACE where it stopped
+    tune-run --resume NAME            continue a search by its experiment name
+
+Bad input exits with code 2 and one line on stderr, before anything is started or written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from search.spec import SETTINGS, SearchSpec, SpecError, load_spec
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+# Flags that override a space file's settings, by setting name.
+OVERRIDE_FLAGS = ("name", "num_samples", "max_epochs", "search", "gpus_per_trial", "cpus_per_trial",
+                  "max_concurrent", "data_dir", "storage", "tracking_uri", "seed")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str) -> None:
+        print(f"tune-run: error: {message} (see tune-run --help)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _setting_type(name: str):
+    kind = SETTINGS[name].kind
+    if SETTINGS[name].choices is not None or kind is str:
+        return str
+    return kind
+
+
+def parser() -> OneLineParser:
+    p = OneLineParser(prog="tune-run", description="Hyperparameter search of image classifiers "
+                      "on Ray Tune with ASHA, tracked in MLflow.")
+    p.add_argument("space", nargs="?", help="search-space file, e.g. spaces/resnet18.py")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="NAME",
+                   help="continue an interrupted search (of SPACE, or by experiment NAME)")
+    p.add_argument("--no-retry-errored", action="store_true",
+                   help="on --resume, leave trials that had errored as they are")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved search and a few sampled configurations; start nothing")
+    p.add_argument("--quick", action="store_true",
+                   help="a CPU-sized real search: data subset, narrow model, few trials and epochs")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                   help="join this Ray cluster (default: RAY_ADDRESS, else start a local Ray)")
+    for name in OVERRIDE_FLAGS:
+        h = SETTINGS[name]
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_setting_type(name),
+                       default=None, help=h.help)
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags given, each checked against the settings table and named as a flag if wrong."""
+    given = {name: getattr(args, name) for name in OVERRIDE_FLAGS if getattr(args, name) is not None}
+    if given.get("tracking_uri") is None and os.environ.get("MLFLOW_TRACKING_URI"):
+        given["tracking_uri"] = os.environ["MLFLOW_TRACKING_URI"]
+    for name, value in given.items():
+        problem = SETTINGS[name].check(value)
+        if problem:
+            raise SpecError(f"--{name.replace('_', '-')}: {problem}")
+    return given
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return _run(args)
+    except SpecError as e:
+        print(f"tune-run: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("tune-run: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
+    from core.data import DataError
+
+    overrides = _overrides(args)
+    spec = _spec(args, overrides)
+    if args.dry_run:
+        print(describe(spec))
+        return 0
+    from search.runner import experiment_state, progress_text, run_search
+
+    state = experiment_state(spec)
+    resume = bool(args.resume)
+    if resume and state == "finished":
+        print(f"tune-run: search {spec.name!r} has already finished "
+              f"({spec.experiment_path}); nothing to resume")
+        return 0
+    if resume and state == "new":
+        raise SpecError(f"--resume: no search named {spec.name!r} in {spec.experiment_path.parent}")
+    if not resume and state != "new":
+        source = args.space or f"--resume {spec.name}"
+        raise SpecError(
+            f"search {spec.name!r} already exists at {spec.experiment_path} ({state}: "
+            f"{progress_text(spec)}); resume it with `tune-run {source} --resume` or start a new "
+            f"one with `tune-run {source} --name {spec.name}-2`"
+        )
+    try:
+        outcome = run_search(spec, resume=resume and state == "unfinished", address=args.address,
+                             retry_errored=not args.no_retry_errored)
+    except DataError as e:
+        raise SpecError(str(e)) from None
+    finally:
+        _shutdown_ray()
+    if not outcome.finished:
+        print(f"Search {spec.name!r} stopped before the end; resume it with:", file=sys.stderr)
+        print(outcome.resume_command)
+        return EXIT_INTERRUPTED
+    _print_results(spec, outcome.results)
+    return 0
+
+
+def _spec(args: argparse.Namespace, overrides: dict[str, Any]) -> SearchSpec:
+    if isinstance(args.resume, str) and not args.space:
+        from search.runner import load_saved_spec
+
+        if SETTINGS["name"].check(args.resume) is not None:
+            raise SpecError(f"--resume: {args.resume!r} is not an experiment name")
+        return load_saved_spec(args.resume, overrides.get("storage", "tune-results"), overrides)
+    if not args.space:
+        raise SpecError("no space file given; usage: tune-run SPACE [flags], e.g. "
+                        "tune-run spaces/digits.py")
+    if args.quick and "name" not in overrides:
+        overrides["name"] = f"{Path(args.space).stem}-quick"
+    return load_spec(args.space, overrides, quick=args.quick)
+
+
+def _shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _print_results(spec: SearchSpec, results) -> None:
+    print()
+    print(f"Best trials of {spec.name!r} by {spec.metric} ({spec.mode}):")
+    print(results.table())
+    print()
+    print(f"Best configuration ({results.best_trial_id}): {results.best_config}")
+    print(f"{spec.metric} = {results.best_value:.4f}; on the test split: accuracy "
+          f"{results.test_acc:.4f}, loss {results.test_loss:.4f}")
+    print(f"MLflow: mlflow ui --backend-store-uri {spec.tracking_uri or 'sqlite:///mlflow.db'}")
+
+
+def describe(spec: SearchSpec, samples: int = 3) -> str:
+    """The resolved search as text: dimensions, fixed values, scheduler, search, resources, budget."""
+    from ray.tune.search.sample import Domain
+
+    s = spec.settings
+    lines = [f"search {s['name']!r} from {spec.source}" + (" (--quick)" if spec.quick else "")]
+    lines.append(f"  data: {s['dataset']}" + (f" from {s['data_dir']}" if s["data_dir"] else "")
+                 + (f", {s['subset']} training images" if s["subset"] else "")
+                 + f", {s['val_fraction']:.0%} held out for validation")
+    lines.append(f"  model: {s['model']}")
+    lines.append("  dimensions:")
+    for key in spec.dimensions:
+        lines.append(f"    {key}: {_describe_dimension(spec.space[key])}")
+    fixed = {k: v for k, v in spec.space.items() if k not in spec.dimensions}
+    if fixed:
+        lines.append("  fixed: " + ", ".join(f"{k}={v!r}" for k, v in fixed.items()))
+    if s["scheduler"] == "asha":
+        lines.append(f"  scheduler: ASHA on epochs, grace period {s['grace_period']}, reduction "
+                     f"factor {s['reduction_factor']:g}, max {s['max_epochs']} epochs")
+    else:
+        lines.append(f"  scheduler: FIFO (no early stopping), {s['max_epochs']} epochs")
+    lines.append(f"  search algorithm: {s['search']} (seed {s['seed']})")
+    lines.append(f"  metric: {s['metric']} ({s['mode']})")
+    lines.append(f"  resources per trial: {s['cpus_per_trial']:g} CPU, {s['gpus_per_trial']:g} GPU "
+                 "(GPUs only where the cluster has them)"
+                 + (f", at most {s['max_concurrent']} at once" if s["max_concurrent"] else ""))
+    lines.append(f"  trial budget: {s['num_samples']} trials x up to {s['max_epochs']} epochs")
+    lines.append(f"  results: {spec.experiment_path}; MLflow experiment {s['experiment']!r} at "
+                 f"{s['tracking_uri'] or 'the MLflow default (sqlite:///mlflow.db)'}")
+    lines.append("  sampled configurations:")
+    for i in range(samples):
+        config = {k: _sample(spec.space[k], i) for k in spec.dimensions}
+        lines.append(f"    {config}")
+    return "\n".join(lines)
+
+
+def _describe_dimension(value: Any) -> str:
+    from ray.tune.search.sample import Categorical
+
+    if isinstance(value, dict):
+        return f"grid_search {value['grid_search']}"
+    if isinstance(value, Categorical):
+        return f"choice {value.categories}"
+    sampler = type(value.get_sampler()).__name__.strip("_").lower()
+    return f"{type(value).__name__.lower()} {sampler} [{value.lower:g}, {value.upper:g})"
+
+
+def _sample(value: Any, i: int) -> Any:
+    import numpy as np
+
+    if isinstance(value, dict):
+        grid = value["grid_search"]
+        return grid[i % len(grid)]
+    sampled = value.sample(random_state=np.random.default_rng(i))
+    return sampled.item() if hasattr(sampled, "item") else sampled
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The end of a search: the leaderboard, the best configuration, and its checkpoint on the test split."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray.tune import ResultGrid
+
+from core.augment import BatchAugment
+from core.data import Dataset
+from core.train import evaluate
+from search.spec import SearchSpec
+from search.tracking import SearchRecord
+from trainables.checkpoints import model_from_checkpoint
+
+MODEL_NAME = "best_model"
+
+
+@dataclass
+class SearchResults:
+    metric: str
+    rows: list[dict[str, Any]]  # one per trial, best first: trial_id, epochs, metric, dimensions
+    best_trial_id: str
+    best_config: dict[str, Any]
+    best_value: float
+    test_acc: float
+    test_loss: float
+    dimensions: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {"best_trial_id": self.best_trial_id, "best_config": self.best_config,
+                self.metric: self.best_value, "test_acc": self.test_acc, "trials": len(self.rows)}
+
+    def table(self, top: int = 10) -> str:
+        columns = ["trial", "epochs", self.metric, *self.dimensions]
+        lines = [[str(r.get(c, "")) if not isinstance(r.get(c), float) else f"{r[c]:.4g}"
+                  for c in columns] for r in self.rows[:top]]
+        widths = [max(len(c), *(len(line[i]) for line in lines)) for i, c in enumerate(columns)]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        return "\n".join([fmt.format(*columns)] + [fmt.format(*line) for line in lines])
+
+
+def leaderboard(spec: SearchSpec, grid: ResultGrid) -> list[dict[str, Any]]:
+    """Each trial's best epoch by the search metric, best trial first."""
+    rows = []
+    for result in grid:
+        history = result.metrics_dataframe
+        if history is None or spec.metric not in history or history[spec.metric].isna().all():
+            continue
+        best = history[spec.metric].idxmax() if spec.mode == "max" else history[spec.metric].idxmin()
+        rows.append({"trial": result.metrics.get("trial_id", ""),
+                     "epochs": int(history["training_iteration"].max()),
+                     spec.metric: float(history[spec.metric][best]),
+                     **{k: result.config.get(k) for k in spec.dimensions}})
+    rows.sort(key=lambda r: r[spec.metric], reverse=spec.mode == "max")
+    return rows
+
+
+def test_split_score(checkpoint_dir: str, data: Dataset) -> tuple[torch.nn.Module, float, float]:
+    """The checkpoint's model, and its loss and accuracy on the test split (on the CPU)."""
+    model = model_from_checkpoint(checkpoint_dir)
+    augment = BatchAugment(data.mean, data.std, padding=0, hflip=False)
+    x, y = torch.from_numpy(data.test_x.copy()), torch.from_numpy(data.test_y.copy())
+    loss, acc = evaluate(model, x, y, augment)
+    return model, loss, acc
+
+
+def summarise(spec: SearchSpec, grid: ResultGrid, data: Dataset,
+              record: SearchRecord) -> SearchResults:
+    """Evaluates the best checkpoint on the test split and completes the parent run."""
+    rows = leaderboard(spec, grid)
+    if not rows:
+        raise RuntimeError(f"no trial reported {spec.metric}; see the errors above")
+    best = grid.get_best_result(spec.metric, spec.mode, scope="all")
+    checkpoint = best.get_best_checkpoint(spec.metric, spec.mode)
+    with checkpoint.as_directory() as folder:
+        model, test_loss, test_acc = test_split_score(folder, data)
+    results = SearchResults(spec.metric, rows, rows[0]["trial"], _hparams(best.config),
+                            rows[0][spec.metric], test_acc, test_loss, spec.dimensions)
+    _complete_parent_run(record, spec, results, model)
+    return results
+
+
+def _hparams(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def _complete_parent_run(record: SearchRecord, spec: SearchSpec, results: SearchResults,
+                         model: torch.nn.Module) -> None:
+    import mlflow
+    import mlflow.pytorch
+
+    client, run_id = record.client, record.parent_id
+    client.set_tag(run_id, "tune_run.best_trial_id", results.best_trial_id)
+    client.log_metric(run_id, f"best_{spec.metric}", results.best_value)
+    client.log_metric(run_id, "test_acc", results.test_acc)
+    client.log_metric(run_id, "test_loss", results.test_loss)
+    client.log_dict(run_id, results.best_config, "best_config.json")
+    if math.isfinite(results.test_acc):
+        mlflow.set_tracking_uri(record.tracking_uri)
+        with mlflow.start_run(run_id=run_id):
+            mlflow.pytorch.log_model(
+                model, name=MODEL_NAME, serialization_format="pickle",
+                code_paths=[str(Path(__file__).resolve().parents[1] / "core")],
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            )
+    client.set_terminated(run_id, "FINISHED")

@@ -1,0 +1,142 @@
+"""One search from start (or resume) to the best model on the test split.
+
+Order matters: everything that can be refused (the experiment folder, the data, the tracking store)
+is checked before Ray starts or anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ray import tune
+
+from core.data import Dataset, load_dataset
+from search.results import SearchResults, summarise
+from search.spec import SearchSpec, SpecError, load_spec
+from search.tracking import MlflowTracking, SearchRecord
+
+SAVED_SPACE = "space.py"  # the space file, copied into the experiment folder
+SAVED_SETTINGS = "tune_run.json"  # the resolved settings, for `--resume NAME`
+DONE = "tune_run_done.json"  # written when the search has finished
+
+
+@dataclass
+class Outcome:
+    finished: bool
+    results: SearchResults | None
+    resume_command: str
+
+
+def experiment_state(spec: SearchSpec) -> str:
+    """'new', 'unfinished' or 'finished'."""
+    path = spec.experiment_path
+    if (path / DONE).exists():
+        return "finished"
+    if path.exists() and tune.Tuner.can_restore(str(path)):
+        return "unfinished"
+    return "new"
+
+
+def progress_text(spec: SearchSpec) -> str:
+    """How far an unfinished search got, from its trials' result files."""
+    trial_dirs = [d for d in spec.experiment_path.iterdir() if (d / "result.json").exists()]
+    epochs = sum(_lines(d / "result.json") for d in trial_dirs)
+    return f"{len(trial_dirs)} of {spec.num_samples} trials started, {epochs} epochs trained"
+
+
+def _lines(path: Path) -> int:
+    with open(path) as f:
+        return sum(1 for line in f if line.strip())
+
+
+def check_storage(spec: SearchSpec) -> None:
+    """The storage folder (or its nearest existing parent) must be writable."""
+    folder = Path(spec.storage).resolve()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir() or not _writable(existing):
+        raise SpecError(f"--storage: {folder} is not a writable folder ({existing} is not writable)")
+
+
+def _writable(path: Path) -> bool:
+    import os
+
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def resume_command(spec: SearchSpec) -> str:
+    return f"tune-run --resume {spec.name} --storage {spec.storage}"
+
+
+def load_saved_spec(name: str, storage: str, overrides: dict) -> SearchSpec:
+    """The spec a search was started with, from its experiment folder (for `--resume NAME`)."""
+    folder = Path(storage).resolve() / name
+    saved = folder / SAVED_SETTINGS
+    if not saved.exists():
+        raise SpecError(f"--resume: no search named {name!r} in {Path(storage).resolve()}")
+    settings = json.loads(saved.read_text())
+    quick = settings.pop("_quick", False)
+    spec = load_spec(folder / SAVED_SPACE, settings | overrides, quick=False)
+    spec.quick = quick
+    return spec
+
+
+def run_search(spec: SearchSpec, resume: bool = False, address: str | None = None,
+               retry_errored: bool = True, data: Dataset | None = None) -> Outcome:
+    """Runs (or resumes) the search of `spec`; returns whether it finished and its results."""
+    from search.tuner import new_tuner, restored_tuner, start_ray
+
+    check_storage(spec)
+    if data is None:
+        data = load_dataset(spec.dataset, spec.data_dir, spec.val_fraction, spec.subset, spec.seed)
+    record = SearchRecord(spec.tracking_uri, spec.experiment, str(spec.experiment_path), spec.name)
+    _log_search_settings(record, spec)
+    start_ray(address)
+    callback = MlflowTracking(spec.tracking_uri, spec.experiment, str(spec.experiment_path),
+                              spec.name, spec.max_epochs, spec.dimensions)
+    if resume:
+        tuner = restored_tuner(spec, data, callback, retry_errored)
+    else:
+        _save_spec(spec)
+        tuner = new_tuner(spec, data, callback)
+    grid = tuner.fit()
+    if callback.unfinished or len(grid) < spec.num_samples * _grid_points(spec):
+        record.client.set_terminated(record.parent_id, "KILLED")
+        return Outcome(False, None, resume_command(spec))
+    results = summarise(spec, grid, data, record)
+    (spec.experiment_path / DONE).write_text(json.dumps(results.summary(), indent=2))
+    return Outcome(True, results, resume_command(spec))
+
+
+def _grid_points(spec: SearchSpec) -> int:
+    points = 1
+    for value in spec.space.values():
+        if isinstance(value, dict) and "grid_search" in value:
+            points *= len(value["grid_search"])
+    return points
+
+
+def _save_spec(spec: SearchSpec) -> None:
+    spec.experiment_path.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(spec.source, spec.experiment_path / SAVED_SPACE)
+    settings = dict(spec.settings) | {"_quick": spec.quick}
+    (spec.experiment_path / SAVED_SETTINGS).write_text(json.dumps(settings, indent=2))
+
+
+def _log_search_settings(record: SearchRecord, spec: SearchSpec) -> None:
+    from mlflow.entities import Param
+
+    client = record.client
+    logged = client.get_run(record.parent_id).data.params
+    params = [Param(k, str(v)) for k, v in sorted(spec.settings.items())
+              if k not in logged and k != "tracking_uri"]
+    params += [Param(f"space.{k}", str(v)[:500]) for k, v in spec.space.items()
+               if f"space.{k}" not in logged]
+    if params:
+        client.log_batch(record.parent_id, params=params)
+    if "space_file" not in logged:
+        client.log_artifact(record.parent_id, str(spec.source), artifact_path="space")
+        client.log_param(record.parent_id, "space_file", str(spec.source))
+    client.update_run(record.parent_id, status="RUNNING")

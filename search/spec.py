@@ -1,0 +1,263 @@
+"""Space files in, a validated search spec out.
+
+A space file is a plain Python module with two dicts: `settings` (the search: data set, model, metric,
+trial budget, ASHA, search algorithm, resources) and `space` (hyperparameters: Ray Tune domains or
+fixed values). An optional `quick` dict holds the overrides of `--quick` (keys of either).
+Everything is checked here, once, before anything is started or written.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray.tune.search.sample import Categorical, Domain, Float, Function, Integer
+
+from core.data import DATASETS
+from core.hparams import FAULT_KEY, HPARAMS, MODELS, HParam, suggest
+from trainables.metrics import METRICS
+
+
+class SpecError(Exception):
+    """Bad input: the message is one line naming the file, field or flag, and what would be right."""
+
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+# The one table of search settings; CLI flags override these by the same names.
+SETTINGS: dict[str, HParam] = {h.name: h for h in (
+    HParam("name", None, "experiment name (default: the space file's name)", kind=str, optional=True),
+    HParam("dataset", "cifar10", "data set", choices=DATASETS),
+    HParam("data_dir", None, "folder of the data set", kind=str, optional=True),
+    HParam("model", "resnet18", "model", choices=MODELS),
+    HParam("metric", "val_acc", "metric that ranks trials", choices=METRICS),
+    HParam("mode", "max", "whether the metric is maximised or minimised", choices=("max", "min")),
+    HParam("num_samples", 8, "number of trials (times each grid point)", kind=int, low=1, high=100000),
+    HParam("max_epochs", 10, "epochs of a trial that is never stopped early", kind=int,
+           low=1, high=100000),
+    HParam("scheduler", "asha", "early stopping: asha, or fifo (none)", choices=("asha", "fifo")),
+    HParam("grace_period", 1, "ASHA: epochs before a trial can be stopped", kind=int,
+           low=1, high=100000),
+    HParam("reduction_factor", 3.0, "ASHA: 1/fraction of trials kept at each rung",
+           low=1.0, high=100.0, low_open=True),
+    HParam("search", "random", "search algorithm: random, or optuna (TPE)",
+           choices=("random", "optuna")),
+    HParam("cpus_per_trial", 1.0, "CPUs reserved by each trial", low=0.0, high=1024.0,
+           low_open=True),
+    HParam("gpus_per_trial", 0.0, "GPUs per trial when the cluster has GPUs (fractions share one)",
+           low=0.0, high=64.0),
+    HParam("max_concurrent", 0, "most trials at once (0: as many as resources allow)", kind=int,
+           low=0, high=100000),
+    HParam("subset", None, "use only this many training images", kind=int, low=1, high=10**9,
+           optional=True),
+    HParam("val_fraction", 0.1, "share of train held out for validation", low=0.0, high=0.9,
+           low_open=True),
+    HParam("seed", 0, "seed of the search algorithm and the data split", kind=int,
+           low=0, high=2**31 - 1),
+    HParam("max_failures", 2, "retries of a crashed trial, from its last checkpoint", kind=int,
+           low=0, high=1000),
+    HParam("storage", "tune-results", "folder of Ray Tune's experiment folders", kind=str),
+    HParam("tracking_uri", None, "MLflow tracking URI (default: MLFLOW_TRACKING_URI or mlflow.db)",
+           kind=str, optional=True),
+    HParam("experiment", "tune-run", "MLflow experiment holding the search's parent run", kind=str),
+    HParam("compile", False, "torch.compile the model on GPUs", choices=(False, True)),
+)}
+
+
+@dataclass
+class SearchSpec:
+    """A validated search: every setting filled in, and the Ray Tune param_space."""
+
+    source: Path
+    settings: dict[str, Any]
+    space: dict[str, Any]
+    quick: bool = False
+    dimensions: list[str] = field(default_factory=list)  # names of the searched hyperparameters
+
+    def __getattr__(self, name: str) -> Any:  # spec.max_epochs reads settings["max_epochs"]
+        try:
+            return self.__dict__["settings"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def experiment_path(self) -> Path:
+        return Path(self.settings["storage"]).resolve() / self.settings["name"]
+
+
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None, quick: bool = False,
+              allow_faults: bool = False) -> SearchSpec:
+    """Imports a space file and validates it with CLI `overrides` (None values are ignored).
+
+    Raises SpecError naming the file and field on any problem.
+    """
+    path = Path(path)
+    module = _import(path)
+    settings = _dict_attr(module, path, "settings", required=False)
+    space = _dict_attr(module, path, "space", required=True)
+    if quick:
+        quick_overrides = _dict_attr(module, path, "quick", required=False)
+        for key, value in quick_overrides.items():
+            (settings if key in SETTINGS else space)[key] = value
+    settings |= {k: v for k, v in (overrides or {}).items() if v is not None}
+    return build_spec(path, settings, space, quick=quick, allow_faults=allow_faults)
+
+
+def build_spec(source: Path, settings: dict[str, Any], space: dict[str, Any], quick: bool = False,
+               allow_faults: bool = False) -> SearchSpec:
+    """Validates `settings` and `space` (already in Python) into a SearchSpec."""
+    where = str(source)
+    full = _check_settings(where, settings, default_name=source.stem)
+    dims = _check_space(where, space, full, allow_faults)
+    return SearchSpec(source, full, dict(space), quick, dims)
+
+
+def _import(path: Path):
+    if not path.is_file():
+        raise SpecError(f"{path}: no such space file")
+    if path.suffix != ".py":
+        raise SpecError(f"{path}: a space file is a Python module ending in .py")
+    module_name = f"tune_run_space_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise SpecError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
+    except Exception as e:  # the file is user code: any error it raises is bad input
+        line = _user_line(e, path)
+        raise SpecError(f"{path}{line}: {type(e).__name__}: {e}") from None
+    finally:
+        sys.modules.pop(module_name, None)
+    return module
+
+
+def _user_line(e: Exception, path: Path) -> str:
+    tb, line = e.__traceback__, ""
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).resolve() == path.resolve():
+            line = f":{tb.tb_lineno}"
+        tb = tb.tb_next
+    return line
+
+
+def _dict_attr(module, path: Path, name: str, required: bool) -> dict[str, Any]:
+    value = getattr(module, name, None)
+    if value is None:
+        if required:
+            raise SpecError(f"{path}: no `{name}` dict; define {name} = {{...}} at module level")
+        return {}
+    if not isinstance(value, dict):
+        raise SpecError(f"{path}: `{name}` must be a dict, got {type(value).__name__}")
+    return dict(value)
+
+
+def _check_settings(where: str, settings: dict[str, Any], default_name: str) -> dict[str, Any]:
+    for key in settings:
+        if key not in SETTINGS:
+            hint = suggest(key, list(SETTINGS)) or _hparam_hint(key)
+            raise SpecError(f"{where}: settings.{key}: unknown setting{hint}")
+    full = {name: h.default for name, h in SETTINGS.items()} | settings
+    full["name"] = full["name"] or default_name
+    for name, value in full.items():
+        problem = SETTINGS[name].check(value)
+        if problem:
+            raise SpecError(f"{where}: settings.{name}: {problem}")
+    if not NAME_PATTERN.fullmatch(full["name"]):
+        raise SpecError(
+            f"{where}: settings.name: {full['name']!r} must be letters, digits, '.', '_' or '-' "
+            "(no path), starting with a letter or digit"
+        )
+    if full["scheduler"] == "asha" and full["grace_period"] > full["max_epochs"]:
+        raise SpecError(
+            f"{where}: settings.grace_period: {full['grace_period']} is more than max_epochs "
+            f"({full['max_epochs']}); set it to at most max_epochs"
+        )
+    for key in ("num_samples", "max_epochs", "grace_period", "max_concurrent", "seed",
+                "max_failures"):
+        full[key] = int(full[key])
+    return full
+
+
+def _hparam_hint(key: str) -> str:
+    return f"; {key!r} is a hyperparameter: put it in `space`" if key in HPARAMS else ""
+
+
+def _check_space(where: str, space: dict[str, Any], settings: dict[str, Any],
+                 allow_faults: bool) -> list[str]:
+    dims = []
+    for key, value in space.items():
+        if key == FAULT_KEY and allow_faults:
+            continue
+        if key not in HPARAMS:
+            hint = suggest(key, list(HPARAMS)) or (
+                f"; {key!r} is a setting: put it in `settings`" if key in SETTINGS else "")
+            raise SpecError(f"{where}: space.{key}: unknown hyperparameter{hint}")
+        if _is_dimension(value):
+            dims.append(key)
+        problem = _check_value(HPARAMS[key], value, settings)
+        if problem:
+            raise SpecError(f"{where}: space.{key}: {problem}")
+    if not dims:
+        raise SpecError(
+            f"{where}: space: no search dimension; make at least one hyperparameter a Ray Tune "
+            "domain, e.g. \"lr\": tune.loguniform(1e-3, 1e-1)"
+        )
+    return dims
+
+
+def _is_dimension(value: Any) -> bool:
+    return isinstance(value, Domain) or _is_grid(value)
+
+
+def _is_grid(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"grid_search"}
+
+
+def _check_value(h: HParam, value: Any, settings: dict[str, Any]) -> str | None:
+    """What is wrong with a fixed value or a domain of hyperparameter `h`, or None."""
+    if _is_grid(value):
+        if settings["search"] == "optuna":
+            return "tune.grid_search needs settings.search = 'random'; Optuna samples, use tune.choice"
+        values = value["grid_search"]
+        if not isinstance(values, list) or not values:
+            return "tune.grid_search needs a non-empty list"
+        return _first(h.check(v) for v in values)
+    if isinstance(value, Categorical):
+        return _first(h.check(v) for v in value.categories)
+    if isinstance(value, Function):
+        if settings["search"] == "optuna":
+            return "tune.sample_from cannot be searched by Optuna; use tune.choice or a range"
+        return None  # arbitrary code: checked by the trainable when it runs
+    if isinstance(value, (Float, Integer)):
+        return _check_range(h, value)
+    if isinstance(value, Domain):
+        return f"unsupported Ray Tune domain {type(value).__name__}"
+    problem = h.check(value)
+    if problem is None and h.name == "warmup_epochs" and value >= settings["max_epochs"]:
+        return f"{value} must be less than settings.max_epochs ({settings['max_epochs']})"
+    return problem
+
+
+def _check_range(h: HParam, domain: Float | Integer) -> str | None:
+    if h.choices is not None or h.kind is str:
+        allowed = ", ".join(repr(c) for c in h.choices) if h.choices else "a string"
+        return f"takes {allowed}; use tune.choice([...]) instead of a numeric range"
+    if h.kind is int and isinstance(domain, Float):
+        return "takes whole numbers; use tune.randint or tune.choice instead of a float range"
+    lower, upper = domain.lower, domain.upper
+    if isinstance(domain, Integer):
+        upper = upper - 1  # Ray's randint excludes its upper bound
+    # Ray's float samplers never return their upper bound, so it may sit on an open end.
+    upper_ok = h.in_range(upper) or (isinstance(domain, Float) and h.high_open and upper == h.high)
+    if not h.in_range(lower) or not upper_ok:
+        return f"range [{lower:g}, {domain.upper:g}] must lie in {h.range_text()}"
+    return None
+
+
+def _first(problems) -> str | None:
+    return next((p for p in problems if p), None)

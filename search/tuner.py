@@ -1,0 +1,100 @@
+"""Ray Tune orchestration: the Tuner (ASHA, search algorithm, resources), new or restored."""
+
+from __future__ import annotations
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from core.data import Dataset
+from search.spec import SearchSpec, SpecError
+from search.tracking import MlflowTracking
+from trainables.classifier import TrialSettings, train_classifier
+
+
+def start_ray(address: str | None) -> None:
+    """Joins the cluster at `address` (or RAY_ADDRESS), else starts a local Ray.
+
+    A local Ray keeps Ray's token authentication and runs no dashboard.
+    """
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=True)
+
+
+def trial_resources(spec: SearchSpec) -> dict[str, float]:
+    """CPUs and GPUs of each trial; GPUs only when the cluster has some."""
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    gpus = spec.gpus_per_trial if cluster_gpus > 0 else 0
+    if gpus > cluster_gpus > 0:
+        raise SpecError(f"--gpus-per-trial: {gpus:g} is more than the cluster's {cluster_gpus:g} GPUs")
+    return {"cpu": spec.cpus_per_trial, "gpu": gpus}
+
+
+def make_trainable(spec: SearchSpec, data: Dataset):
+    # with_parameters puts the data set in the object store once; trials on a node share it.
+    settings = TrialSettings(model=spec.model, max_epochs=spec.max_epochs, compile=spec.compile)
+    trainable = tune.with_parameters(train_classifier, data=data, settings=settings)
+    return tune.with_resources(trainable, trial_resources(spec))
+
+
+def make_scheduler(spec: SearchSpec):
+    if spec.scheduler == "fifo":
+        return FIFOScheduler()
+    # Epochs are the time unit: the trainable reports once per epoch.
+    return ASHAScheduler(time_attr="training_iteration", max_t=spec.max_epochs,
+                         grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
+
+
+def make_search_alg(spec: SearchSpec):
+    limit = spec.max_concurrent or None
+    if spec.search == "random":
+        return BasicVariantGenerator(random_state=spec.seed, max_concurrent=limit or 0)
+    from optuna.samplers import TPESampler
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher = OptunaSearch(sampler=TPESampler(seed=spec.seed))
+    return ConcurrencyLimiter(searcher, max_concurrent=limit) if limit else searcher
+
+
+def new_tuner(spec: SearchSpec, data: Dataset, callback: MlflowTracking) -> tune.Tuner:
+    return tune.Tuner(
+        make_trainable(spec, data),
+        param_space=spec.space,
+        tune_config=tune.TuneConfig(
+            metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
+            scheduler=make_scheduler(spec), search_alg=make_search_alg(spec),
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=str(spec.experiment_path.parent),
+            callbacks=[callback],
+            # Ray keeps the latest checkpoint as well, so resume and the best model both work.
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=spec.metric,
+                checkpoint_score_order=spec.mode,
+            ),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            verbose=1,
+        ),
+    )
+
+
+def restored_tuner(spec: SearchSpec, data: Dataset, callback: MlflowTracking,
+                   retry_errored: bool = True) -> tune.Tuner:
+    """The search's Tuner from its experiment folder: finished trials stay finished, running ones
+    continue from their last checkpoint, the search algorithm and ASHA's rungs come back."""
+    tuner = tune.Tuner.restore(
+        str(spec.experiment_path), make_trainable(spec, data),
+        resume_unfinished=True, resume_errored=retry_errored, param_space=spec.space,
+    )
+    # Ray brings back the callbacks pickled at the start; use this run's (its tracking URI and
+    # code may differ). Ray has no public setter for this.
+    tuner._local_tuner.get_run_config().callbacks = [callback]
+    return tuner

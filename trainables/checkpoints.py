@@ -1,0 +1,50 @@
+"""What a trial's checkpoint holds, and how a model comes back from one.
+
+Ray Tune moves the checkpoint folder; this module owns the one file inside it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from core.models import build_model
+from core.pruning import GradualPruner, prunable
+
+FILE = "trial.pt"
+
+
+def save(folder: str | Path, **state: Any) -> None:
+    """Writes `state` (model, optimizer, schedule, epoch, RNG, model_spec, ...) to `folder`."""
+    torch.save(state, Path(folder) / FILE)
+
+
+def load(folder: str | Path) -> dict[str, Any]:
+    return torch.load(Path(folder) / FILE, map_location="cpu", weights_only=False)
+
+
+def model_spec(model_name: str, num_classes: int, in_channels: int, hp: dict) -> dict[str, Any]:
+    """Everything needed to rebuild the trial's model: what build_model takes."""
+    options = {k: hp[k] for k in ("width", "activation", "norm", "conv", "dropout", "init")}
+    return {"name": model_name, "num_classes": num_classes, "in_channels": in_channels,
+            "prune_ratio": hp["prune_ratio"], "options": options}
+
+
+def build_from_spec(spec: dict[str, Any], epochs: int = 1) -> tuple[nn.Module, GradualPruner]:
+    model = build_model(spec["name"], spec["num_classes"], spec["in_channels"], **spec["options"])
+    return model, GradualPruner(model, spec["prune_ratio"], epochs)
+
+
+def model_from_checkpoint(folder: str | Path) -> nn.Module:
+    """The trained model of a checkpoint, with pruning made permanent (plain `weight` tensors)."""
+    state = load(folder)
+    model, pruner = build_from_spec(state["model_spec"])
+    model.load_state_dict(state["model"])
+    if pruner.final_ratio > 0:
+        for module, name in prunable(model):
+            prune.remove(module, name)
+    return model.eval()

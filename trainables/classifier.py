@@ -1,0 +1,122 @@
+"""The Ray Tune trainable: trains one image classifier for one trial's hyperparameters.
+
+It unpacks the trial's config once (core/ never sees Ray's dict), reports after every epoch and
+checkpoints every epoch, continuing from the last checkpoint when Ray restarts the trial.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import warnings
+from dataclasses import dataclass
+
+import ray
+import torch
+from ray import tune
+
+from core.augment import BatchAugment, crop_padding
+from core.data import Dataset
+from core.finetune import freeze, load_pretrained
+from core.hparams import resolve
+from core.mixup import make_mixup
+from core.optim import make_optimizer, make_schedule
+from core.train import evaluate, steps_per_epoch, train_epoch
+from trainables import checkpoints
+from trainables.faults import inject_fault
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """Search-wide settings a trial needs (not hyperparameters)."""
+
+    model: str
+    max_epochs: int
+    compile: bool = False
+
+
+def train_classifier(config: dict, data: Dataset, settings: TrialSettings) -> None:
+    """Function trainable: `tune.with_parameters(train_classifier, data=..., settings=...)`."""
+    hp = resolve(config)
+    device = _trial_device()
+    torch.manual_seed(hp["seed"])
+    generator = torch.Generator(device).manual_seed(hp["seed"])
+
+    spec = checkpoints.model_spec(settings.model, data.num_classes, data.in_channels, hp)
+    model, pruner = checkpoints.build_from_spec(spec, settings.max_epochs)
+    if hp["weights"]:
+        load_pretrained(model, hp["weights"])
+        freeze(model, hp["freeze"])
+    model = model.to(device, memory_format=_memory_format(device))
+    optimizer = make_optimizer(hp["optimizer"], [p for p in model.parameters() if p.requires_grad],
+                               hp["lr"], hp["momentum"], hp["weight_decay"], hp["nesterov"])
+    x, y = _on_device(data.train_x, data.train_y, device)
+    vx, vy = _on_device(data.val_x, data.val_y, device)
+    schedule = make_schedule(hp["schedule"], optimizer, settings.max_epochs,
+                             steps_per_epoch(len(y), hp["batch_size"]), hp["warmup_epochs"])
+    augment = BatchAugment(data.mean, data.std, crop_padding(data.image_size), data.hflip)
+    mixup = make_mixup(hp["mixup_alpha"], data.num_classes)
+    amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    step_model = torch.compile(model) if settings.compile and device.type == "cuda" else model
+
+    done = _restore(tune.get_checkpoint(), model, optimizer, schedule, generator)
+    for epoch in range(done + 1, settings.max_epochs + 1):
+        inject_fault(config, epoch, model)
+        lr = optimizer.param_groups[0]["lr"]
+        stats = train_epoch(step_model, x, y, augment, optimizer, schedule, hp["batch_size"],
+                            hp["label_smoothing"], mixup, generator, amp)
+        if not math.isfinite(stats.loss):
+            # Diverged: report it and end the trial now rather than burn its budget.
+            tune.report({"epoch": epoch, "train_loss": stats.loss, "diverged": 1})
+            return
+        sparsity = pruner.step(epoch)
+        val_loss, val_acc = evaluate(step_model, vx, vy, augment, autocast_dtype=amp)
+        metrics = {
+            "epoch": epoch, "train_loss": stats.loss, "val_loss": val_loss, "val_acc": val_acc,
+            "lr": lr, "sparsity": sparsity, "epoch_seconds": stats.seconds,
+            "images_per_s": stats.images_per_s, "device": str(device),
+            "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
+        }
+        with tempfile.TemporaryDirectory() as folder:
+            checkpoints.save(
+                folder, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                schedule=schedule.state_dict(), epoch=epoch, torch_rng=torch.get_rng_state(),
+                generator=generator.get_state(), model_spec=spec, hparams=hp,
+                mean=data.mean, std=data.std,
+            )
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def _trial_device() -> torch.device:
+    """The GPU Ray assigned (it sets CUDA_VISIBLE_DEVICES, so it is cuda:0), else the CPU with
+    torch's threads set to the trial's CPUs."""
+    if ray.get_gpu_ids() and torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+    return torch.device("cpu")
+
+
+def _memory_format(device: torch.device) -> torch.memory_format:
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def _on_device(x, y, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Wraps the shared uint8 arrays without copying on the CPU; one copy per trial on a GPU."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the object store's arrays are read-only
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    return xt.to(device), yt.to(device)
+
+
+def _restore(checkpoint, model, optimizer, schedule, generator) -> int:
+    """Loads the last checkpoint, if Ray gave one; returns the number of epochs already done."""
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as folder:
+        state = checkpoints.load(folder)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    torch.set_rng_state(state["torch_rng"])
+    generator.set_state(state["generator"])
+    return int(state["epoch"])

@@ -1,0 +1,33 @@
+"""Faults injected on purpose by tests through the `_fault` key of a trial's config.
+
+`{"_fault": {"kind": "raise" | "nan" | "exit", "epoch": N}}` makes the trial fail that way at epoch
+N. Real searches never set the key; space files cannot (validation rejects names starting with _).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from core.hparams import FAULT_KEY
+
+
+class InjectedFault(RuntimeError):
+    pass
+
+
+def inject_fault(config: dict, epoch: int, model: torch.nn.Module) -> None:
+    fault = config.get(FAULT_KEY)
+    if not fault or fault.get("epoch") != epoch:
+        return
+    kind = fault["kind"]
+    if kind == "raise":
+        raise InjectedFault(f"injected fault at epoch {epoch}")
+    if kind == "exit":
+        os._exit(13)
+    if kind == "nan":  # the loss turns NaN, as after a too-large learning rate
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+        return
+    raise ValueError(f"_fault kind {kind!r}: expected raise, nan or exit")
