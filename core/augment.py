@@ -14,12 +14,16 @@ import torch.nn.functional as F
 class BatchAugment:
     """Random crop with zero padding, optional horizontal flip, and normalisation of uint8 batches."""
 
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], padding: int, hflip: bool):
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], padding: int, hflip: bool,
+                 memory_format: torch.memory_format = torch.contiguous_format):
         if padding < 0:
             raise ValueError(f"padding must be >= 0, got {padding=}")
         if len(mean) != len(std):
             raise ValueError(f"mean and std differ in length: {len(mean)} vs {len(std)}")
         self.mean, self.std, self.padding, self.hflip = mean, std, padding, hflip
+        # channels_last on GPUs; on CPUs torch 2.14's oneDNN convolution backward crashed on
+        # channels_last inputs of few channels with one thread, so batches are made contiguous.
+        self.memory_format = memory_format
 
     def __repr__(self) -> str:
         return f"BatchAugment(padding={self.padding}, hflip={self.hflip})"
@@ -35,7 +39,7 @@ class BatchAugment:
     def normalise(self, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         mean = torch.tensor(self.mean, device=x.device, dtype=dtype).view(1, -1, 1, 1) * 255
         std = torch.tensor(self.std, device=x.device, dtype=dtype).view(1, -1, 1, 1) * 255
-        return (x.to(dtype) - mean) / std
+        return ((x.to(dtype) - mean) / std).contiguous(memory_format=self.memory_format)
 
     def _crop(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         p = self.padding

@@ -171,17 +171,16 @@ def _decode_cached(files: list[tuple[str, int]], cache_dir: str | None):
 
 
 def _decode(files: list[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray]:
-    import torch
-    from torchvision.io import ImageReadMode, decode_image
+    from PIL import Image
 
     images = []
     for path, _ in files:
-        data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
-        images.append(decode_image(data, mode=ImageReadMode.RGB))  # (3, H, W) uint8
-    shapes = {tuple(i.shape) for i in images}
+        with Image.open(path) as image:
+            images.append(np.asarray(image.convert("RGB")).transpose(2, 0, 1))  # (3, H, W) uint8
+    shapes = {i.shape for i in images}
     if len(shapes) != 1:
         raise DataError(f"images differ in size ({sorted(shapes)[:3]}...); resize them to one size")
-    x = torch.stack(images).numpy()
+    x = np.ascontiguousarray(np.stack(images))
     y = np.array([label for _, label in files], dtype=np.int64)
     return x, y
 

@@ -18,12 +18,14 @@ def load_pretrained(model: nn.Module, weights: str) -> list[str]:
     torchvision's ResNet-18 weights. Returns the names that were loaded; raises ValueError when
     nothing matches (the wrong file, or a model of other options).
     """
-    source = _imagenet_state() if weights == "imagenet" else _file_state(weights)
+    source = _unpruned(_imagenet_state() if weights == "imagenet" else _file_state(weights))
     own = model.state_dict()
-    loaded = {
-        k: v for k, v in source.items()
-        if k in own and not k.startswith(HEAD) and tuple(v.shape) == tuple(own[k].shape)
-    }
+    loaded = {}
+    for k, v in source.items():
+        # A model under core/pruning.py's GradualPruner holds its weights as `<name>_orig`.
+        target = k + "_orig" if k not in own and k + "_orig" in own else k
+        if target in own and not k.startswith(HEAD) and tuple(v.shape) == tuple(own[target].shape):
+            loaded[target] = v
     if not loaded:
         raise ValueError(f"weights {weights!r}: no tensor matches the model's names and shapes")
     model.load_state_dict(loaded, strict=False)
@@ -47,6 +49,18 @@ def _file_state(path: str) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     return state
+
+
+def _unpruned(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A pruned model's `<name>_orig` and `<name>_mask` as the plain `<name>` = orig * mask."""
+    plain = {}
+    for k, v in state.items():
+        base = k.removesuffix("_orig").removesuffix("_mask")
+        if base != k and base + "_orig" in state and base + "_mask" in state:
+            plain[base] = state[base + "_orig"] * state[base + "_mask"]
+        else:
+            plain[k] = v
+    return plain
 
 
 def _imagenet_state() -> dict[str, torch.Tensor]:

@@ -48,7 +48,10 @@ def make_schedule(
     total = max(1, epochs * steps_per_epoch)
     if name == "onecycle":
         lr = optimizer.param_groups[0]["lr"]
-        return lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total)
+        # cycle_momentum=False: keep the trial's momentum (cycling overwrites it, and raises for
+        # adagrad and adadelta, which have none).
+        return lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total,
+                                       cycle_momentum=False)
     warmup = min(warmup_epochs * steps_per_epoch, total - 1)
     main = _main_schedule(name, optimizer, max(1, total - warmup))
     if warmup == 0:

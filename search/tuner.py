@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -19,6 +21,8 @@ def start_ray(address: str | None) -> None:
 
     A local Ray keeps Ray's token authentication and runs no dashboard.
     """
+    # Ray warns at every forced experiment snapshot; with a checkpoint per epoch that is noise.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
     if address:

@@ -53,7 +53,8 @@ def train_classifier(config: dict, data: Dataset, settings: TrialSettings) -> No
     vx, vy = _on_device(data.val_x, data.val_y, device)
     schedule = make_schedule(hp["schedule"], optimizer, settings.max_epochs,
                              steps_per_epoch(len(y), hp["batch_size"]), hp["warmup_epochs"])
-    augment = BatchAugment(data.mean, data.std, crop_padding(data.image_size), data.hflip)
+    augment = BatchAugment(data.mean, data.std, crop_padding(data.image_size), data.hflip,
+                           _memory_format(device))
     mixup = make_mixup(hp["mixup_alpha"], data.num_classes)
     amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
     step_model = torch.compile(model) if settings.compile and device.type == "cuda" else model

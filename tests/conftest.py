@@ -1,0 +1,40 @@
+"""Shared test helpers: small generated image data and space files (no ../shared needed)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_image_folder(root: Path, classes: int = 3, train_per_class: int = 24,
+                      test_per_class: int = 8, size: int = 8, seed: int = 0) -> Path:
+    """An ImageFolder tree whose classes differ in colour, so a tiny model can learn them."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train_per_class), ("test", test_per_class)):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                base = np.zeros(3)
+                base[c % 3] = 200
+                pixels = base + rng.normal(0, 30, size=(size, size, 3))
+                Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("images"))
+
+
+def write_space(path: Path, settings: dict, space: str) -> Path:
+    """A space file with `settings` (a dict literal) and `space` (Python source of the dict body)."""
+    body = textwrap.indent(textwrap.dedent(space).strip(), "    ")
+    path.write_text(f"from ray import tune\n\nsettings = {settings!r}\n\nspace = {{\n{body}\n}}\n")
+    return path

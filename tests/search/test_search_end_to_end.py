@@ -1,0 +1,130 @@
+"""A small search through the real CLI, real Ray Tune and a real MLflow SQLite store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mlflow
+import mlflow.pytorch
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from core.data import load_dataset
+from tests.conftest import REPO, write_space
+
+pytestmark = pytest.mark.slow
+
+MAX_EPOCHS = 4
+
+
+@pytest.fixture(scope="module")
+def finished_search(image_folder, tmp_path_factory):
+    """Runs one search of 8 trials; yields (workdir, tracking uri, CLI output)."""
+    work = tmp_path_factory.mktemp("search")
+    settings = {
+        "dataset": "imagefolder", "data_dir": str(image_folder), "num_samples": 8,
+        "max_epochs": MAX_EPOCHS, "grace_period": 1, "reduction_factor": 2,
+        "max_concurrent": 2, "seed": 3, "experiment": "e2e",
+    }
+    # lr 1e-5 learns nothing in 4 epochs: such trials fall below the rung cut-offs.
+    space = write_space(work / "tiny.py", settings, """
+        "lr": tune.choice([1e-5, 0.05]),
+        "optimizer": tune.choice(["sgd", "adamw"]),
+        "width": 0.0625,
+        "batch_size": 16,
+    """)
+    uri = f"sqlite:///{work}/mlflow.db"
+    proc = subprocess.run(
+        [sys.executable, "-m", "search.cli", str(space), "--tracking-uri", uri,
+         "--storage", str(work / "results")],
+        cwd=work, capture_output=True, text=True, timeout=600,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(work)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work, uri, proc.stdout
+
+
+def _runs(uri):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def test_one_parent_and_one_child_run_per_trial(finished_search):
+    _, uri, _ = finished_search
+    _, parents, children = _runs(uri)
+    assert len(parents) == 1
+    trial_ids = [c.data.tags["tune_run.trial_id"] for c in children]
+    assert len(trial_ids) == 8 and len(set(trial_ids)) == 8
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert all(r.info.status == "FINISHED" for r in parents + children)
+
+
+def test_every_epoch_is_logged_once_with_step_equal_to_epoch(finished_search):
+    _, uri, _ = finished_search
+    client, _, children = _runs(uri)
+    for child in children:
+        epochs = int(child.data.tags["tune_run.epochs"])
+        for key in ("train_loss", "val_loss", "val_acc", "lr", "sparsity", "images_per_s"):
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]
+            assert steps == list(range(1, epochs + 1)), (key, steps)
+        # No Ray bookkeeping among the metrics.
+        assert not {"pid", "timestamp", "done", "time_since_restore"} & set(child.data.metrics)
+        assert child.data.params["optimizer"] in ("sgd", "adamw")
+        assert child.data.params["width"] == "0.0625"
+
+
+def test_asha_stopped_some_trials_early_and_tagged_them(finished_search):
+    _, uri, _ = finished_search
+    _, _, children = _runs(uri)
+    early = [c for c in children if c.data.tags["tune_run.status"] == "stopped_early"]
+    full = [c for c in children if c.data.tags["tune_run.status"] == "completed"]
+    assert early and full
+    for c in early:
+        assert int(c.data.tags["tune_run.stopped_at_epoch"]) < MAX_EPOCHS
+    for c in full:
+        assert c.data.tags["tune_run.epochs"] == str(MAX_EPOCHS)
+
+
+def test_parent_run_holds_the_search_and_a_best_model_that_scores_as_reported(
+        finished_search, image_folder):
+    work, uri, stdout = finished_search
+    client, parents, children = _runs(uri)
+    parent = parents[0]
+    assert parent.data.params["num_samples"] == "8"
+    assert parent.data.params["space_file"].endswith("tiny.py")
+    best_id = parent.data.tags["tune_run.best_trial_id"]
+    best_child = next(c for c in children if c.data.tags["tune_run.trial_id"] == best_id)
+    best_val = max(m.value for m in client.get_metric_history(best_child.info.run_id, "val_acc"))
+    assert parent.data.metrics["best_val_acc"] == pytest.approx(best_val)
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "space")] == ["space/tiny.py"]
+
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pytorch.load_model(f"runs:/{parent.info.run_id}/best_model")
+    data = load_dataset("imagefolder", str(image_folder), cache_dir=str(work / "cache"))
+    mean = torch.tensor(data.mean).view(1, -1, 1, 1) * 255
+    std = torch.tensor(data.std).view(1, -1, 1, 1) * 255
+    with torch.no_grad():
+        logits = model((torch.from_numpy(data.test_x).float() - mean) / std)
+    accuracy = float((logits.argmax(1).numpy() == data.test_y).mean())
+    assert accuracy == pytest.approx(parent.data.metrics["test_acc"])
+    assert f"on the test split: accuracy {accuracy:.4f}" in stdout
+
+
+def test_ray_results_agree_with_mlflow(finished_search):
+    work, uri, _ = finished_search
+    client, _, children = _runs(uri)
+    import json
+
+    for child in children:
+        trial_id = child.data.tags["tune_run.trial_id"]
+        folder = next((work / "results" / "tiny").glob(f"*{trial_id}*"))
+        rows = [json.loads(line) for line in (folder / "result.json").read_text().splitlines()]
+        logged = client.get_metric_history(child.info.run_id, "val_acc")
+        assert np.allclose([m.value for m in logged], [r["val_acc"] for r in rows])
