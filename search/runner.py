@@ -97,10 +97,10 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
     callback = MlflowTracking(spec.tracking_uri, spec.experiment, str(spec.experiment_path),
                               spec.name, spec.max_epochs, spec.dimensions)
     if resume:
-        tuner = restored_tuner(spec, data, callback, retry_errored)
+        tuner = restored_tuner(spec, data, [callback], retry_errored)
     else:
         _save_spec(spec)
-        tuner = new_tuner(spec, data, callback)
+        tuner = new_tuner(spec, data, [callback])
     grid = tuner.fit()
     if callback.unfinished or len(grid) < spec.num_samples * _grid_points(spec):
         record.client.set_terminated(record.parent_id, "KILLED")

@@ -124,6 +124,8 @@ def _import(path: Path):
     module_name = f"tune_run_space_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
+    writes_bytecode = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # leave no __pycache__ beside the user's file
     try:
         spec.loader.exec_module(module)
     except SyntaxError as e:
@@ -132,6 +134,7 @@ def _import(path: Path):
         line = _user_line(e, path)
         raise SpecError(f"{path}{line}: {type(e).__name__}: {e}") from None
     finally:
+        sys.dont_write_bytecode = writes_bytecode
         sys.modules.pop(module_name, None)
     return module
 

@@ -12,7 +12,6 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from core.data import Dataset
 from search.spec import SearchSpec, SpecError
-from search.tracking import MlflowTracking
 from trainables.classifier import TrialSettings, train_classifier
 
 
@@ -66,7 +65,7 @@ def make_search_alg(spec: SearchSpec):
     return ConcurrencyLimiter(searcher, max_concurrent=limit) if limit else searcher
 
 
-def new_tuner(spec: SearchSpec, data: Dataset, callback: MlflowTracking) -> tune.Tuner:
+def new_tuner(spec: SearchSpec, data: Dataset, callbacks: list[tune.Callback]) -> tune.Tuner:
     return tune.Tuner(
         make_trainable(spec, data),
         param_space=spec.space,
@@ -78,7 +77,7 @@ def new_tuner(spec: SearchSpec, data: Dataset, callback: MlflowTracking) -> tune
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=str(spec.experiment_path.parent),
-            callbacks=[callback],
+            callbacks=callbacks,
             # Ray keeps the latest checkpoint as well, so resume and the best model both work.
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=spec.metric,
@@ -90,7 +89,7 @@ def new_tuner(spec: SearchSpec, data: Dataset, callback: MlflowTracking) -> tune
     )
 
 
-def restored_tuner(spec: SearchSpec, data: Dataset, callback: MlflowTracking,
+def restored_tuner(spec: SearchSpec, data: Dataset, callbacks: list[tune.Callback],
                    retry_errored: bool = True) -> tune.Tuner:
     """The search's Tuner from its experiment folder: finished trials stay finished, running ones
     continue from their last checkpoint, the search algorithm and ASHA's rungs come back."""
@@ -100,5 +99,5 @@ def restored_tuner(spec: SearchSpec, data: Dataset, callback: MlflowTracking,
     )
     # Ray brings back the callbacks pickled at the start; use this run's (its tracking URI and
     # code may differ). Ray has no public setter for this.
-    tuner._local_tuner.get_run_config().callbacks = [callback]
+    tuner._local_tuner.get_run_config().callbacks = callbacks
     return tuner
