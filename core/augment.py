@@ -39,7 +39,9 @@ class BatchAugment:
     def normalise(self, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         mean = torch.tensor(self.mean, device=x.device, dtype=dtype).view(1, -1, 1, 1) * 255
         std = torch.tensor(self.std, device=x.device, dtype=dtype).view(1, -1, 1, 1) * 255
-        return ((x.to(dtype) - mean) / std).contiguous(memory_format=self.memory_format)
+        # Not .contiguous(): a 1-channel crop with channels-last strides already counts as
+        # contiguous, yet oneDNN still takes it for channels-last; .to() lays out new strides.
+        return (x.to(dtype, memory_format=self.memory_format) - mean) / std
 
     def _crop(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         p = self.padding

@@ -4,6 +4,7 @@
     tune-run SPACE --dry-run          print the resolved search and sample configurations
     tune-run SPACE --resume           continue the search of SPACE where it stopped
     tune-run --resume NAME            continue a search by its experiment name
+    tune-run sync NAME                rebuild or complete a search's MLflow record from Ray's files
 
 Bad input exits with code 2 and one line on stderr, before anything is started or written.
 """
@@ -74,10 +75,21 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
+def sync_parser() -> OneLineParser:
+    p = OneLineParser(prog="tune-run sync", description="Rebuild or complete the MLflow record of "
+                      "a search from its Ray Tune experiment folder (idempotent).")
+    p.add_argument("name", help="the search's experiment name")
+    p.add_argument("--storage", default=None, help=SETTINGS["storage"].help)
+    p.add_argument("--tracking-uri", default=None, help=SETTINGS["tracking_uri"].help)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    sync = bool(argv) and argv[0] == "sync"
+    args = (sync_parser() if sync else parser()).parse_args(argv[1:] if sync else argv)
     try:
-        return _run(args)
+        return _sync(args) if sync else _run(args)
     except SpecError as e:
         print(f"tune-run: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -126,19 +138,41 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sync(args: argparse.Namespace) -> int:
+    from search.runner import load_saved_spec, sync_search
+
+    overrides = {k: v for k, v in (("storage", args.storage),
+                                   ("tracking_uri", args.tracking_uri or
+                                    os.environ.get("MLFLOW_TRACKING_URI"))) if v}
+    spec = load_saved_spec(_checked_name(args.name, "name"),
+                           overrides.get("storage", SETTINGS["storage"].default), overrides)
+    trials = sync_search(spec)
+    print(f"synced {trials} trials of {spec.name!r} to MLflow experiment {spec.experiment!r}")
+    return 0
+
+
+def _checked_name(name: str, flag: str) -> str:
+    from search.spec import NAME_PATTERN
+
+    if not NAME_PATTERN.fullmatch(name):
+        raise SpecError(f"{flag}: {name!r} is not an experiment name (letters, digits, . _ -)")
+    return name
+
+
 def _spec(args: argparse.Namespace, overrides: dict[str, Any]) -> SearchSpec:
     if isinstance(args.resume, str) and not args.space:
         from search.runner import load_saved_spec
 
-        if SETTINGS["name"].check(args.resume) is not None:
-            raise SpecError(f"--resume: {args.resume!r} is not an experiment name")
-        return load_saved_spec(args.resume, overrides.get("storage", "tune-results"), overrides)
+        name = _checked_name(args.resume, "--resume")
+        return load_saved_spec(name, overrides.get("storage", SETTINGS["storage"].default),
+                               overrides)
     if not args.space:
         raise SpecError("no space file given; usage: tune-run SPACE [flags], e.g. "
                         "tune-run spaces/digits.py")
     if args.quick and "name" not in overrides:
         overrides["name"] = f"{Path(args.space).stem}-quick"
-    return load_spec(args.space, overrides, quick=args.quick)
+    test_faults = os.environ.get("TUNE_RUN_TEST_FAULTS") == "1"
+    return load_spec(args.space, overrides, quick=args.quick, allow_faults=test_faults)
 
 
 def _shutdown_ray() -> None:

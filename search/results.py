@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,15 @@ class SearchResults:
     best_value: float
     test_acc: float
     test_loss: float
+    checkpoint: str  # the best trial's best checkpoint folder
     dimensions: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
+        """What the parent run records; also written to the experiment folder when it finishes."""
         return {"best_trial_id": self.best_trial_id, "best_config": self.best_config,
-                self.metric: self.best_value, "test_acc": self.test_acc, "trials": len(self.rows)}
+                "metric": self.metric, "best_value": self.best_value, "test_acc": self.test_acc,
+                "test_loss": self.test_loss, "checkpoint": self.checkpoint,
+                "trials": len(self.rows)}
 
     def table(self, top: int = 10) -> str:
         columns = ["trial", "epochs", self.metric, *self.dimensions]
@@ -77,11 +80,11 @@ def summarise(spec: SearchSpec, grid: ResultGrid, data: Dataset,
         raise RuntimeError(f"no trial reported {spec.metric}; see the errors above")
     best = grid.get_best_result(spec.metric, spec.mode, scope="all")
     checkpoint = best.get_best_checkpoint(spec.metric, spec.mode)
-    with checkpoint.as_directory() as folder:
-        model, test_loss, test_acc = test_split_score(folder, data)
+    model, test_loss, test_acc = test_split_score(checkpoint.path, data)
     results = SearchResults(spec.metric, rows, rows[0]["trial"], _hparams(best.config),
-                            rows[0][spec.metric], test_acc, test_loss, spec.dimensions)
-    _complete_parent_run(record, spec, results, model)
+                            rows[0][spec.metric], test_acc, test_loss, checkpoint.path,
+                            spec.dimensions)
+    complete_parent_run(record, results.summary(), model)
     return results
 
 
@@ -89,18 +92,23 @@ def _hparams(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
-def _complete_parent_run(record: SearchRecord, spec: SearchSpec, results: SearchResults,
-                         model: torch.nn.Module) -> None:
+def complete_parent_run(record: SearchRecord, summary: dict[str, Any],
+                        model: torch.nn.Module) -> None:
+    """Records the search's outcome on its parent run, once: what is there already is kept."""
     import mlflow
     import mlflow.pytorch
 
     client, run_id = record.client, record.parent_id
-    client.set_tag(run_id, "tune_run.best_trial_id", results.best_trial_id)
-    client.log_metric(run_id, f"best_{spec.metric}", results.best_value)
-    client.log_metric(run_id, "test_acc", results.test_acc)
-    client.log_metric(run_id, "test_loss", results.test_loss)
-    client.log_dict(run_id, results.best_config, "best_config.json")
-    if math.isfinite(results.test_acc):
+    run = client.get_run(run_id)
+    metrics = {f"best_{summary['metric']}": summary["best_value"],
+               "test_acc": summary["test_acc"], "test_loss": summary["test_loss"]}
+    missing = {k: v for k, v in metrics.items() if k not in run.data.metrics}
+    for key, value in missing.items():
+        client.log_metric(run_id, key, value)
+    if run.data.tags.get("tune_run.best_trial_id") != summary["best_trial_id"]:
+        client.set_tag(run_id, "tune_run.best_trial_id", summary["best_trial_id"])
+        client.log_dict(run_id, summary["best_config"], "best_config.json")
+    if run.data.tags.get("tune_run.best_model") != MODEL_NAME:
         mlflow.set_tracking_uri(record.tracking_uri)
         with mlflow.start_run(run_id=run_id):
             mlflow.pytorch.log_model(
@@ -108,4 +116,5 @@ def _complete_parent_run(record: SearchRecord, spec: SearchSpec, results: Search
                 code_paths=[str(Path(__file__).resolve().parents[1] / "core")],
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             )
-    client.set_terminated(run_id, "FINISHED")
+        client.set_tag(run_id, "tune_run.best_model", MODEL_NAME)
+    record.finish(run_id, "FINISHED")

@@ -7,6 +7,7 @@ is checked before Ray starts or anything is written.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,10 @@ from ray import tune
 from core.data import Dataset, load_dataset
 from search.results import SearchResults, summarise
 from search.spec import SearchSpec, SpecError, load_spec
+from search.sync import sync_trials
 from search.tracking import MlflowTracking, SearchRecord
 
-SAVED_SPACE = "space.py"  # the space file, copied into the experiment folder
+SAVED_SPACE = "space"  # folder of the space file's copy, in the experiment folder
 SAVED_SETTINGS = "tune_run.json"  # the resolved settings, for `--resume NAME`
 DONE = "tune_run_done.json"  # written when the search has finished
 
@@ -61,8 +63,6 @@ def check_storage(spec: SearchSpec) -> None:
 
 
 def _writable(path: Path) -> bool:
-    import os
-
     return os.access(path, os.W_OK | os.X_OK)
 
 
@@ -77,9 +77,11 @@ def load_saved_spec(name: str, storage: str, overrides: dict) -> SearchSpec:
     if not saved.exists():
         raise SpecError(f"--resume: no search named {name!r} in {Path(storage).resolve()}")
     settings = json.loads(saved.read_text())
-    quick = settings.pop("_quick", False)
-    spec = load_spec(folder / SAVED_SPACE, settings | overrides, quick=False)
-    spec.quick = quick
+    quick, origin = settings.pop("_quick", False), settings.pop("_origin")
+    test_faults = os.environ.get("TUNE_RUN_TEST_FAULTS") == "1"
+    spec = load_spec(folder / SAVED_SPACE / Path(origin).name, settings | overrides, quick=quick,
+                     allow_faults=test_faults)
+    spec.origin = origin
     return spec
 
 
@@ -102,8 +104,11 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
         _save_spec(spec)
         tuner = new_tuner(spec, data, [callback])
     grid = tuner.fit()
-    if callback.unfinished or len(grid) < spec.num_samples * _grid_points(spec):
-        record.client.set_terminated(record.parent_id, "KILLED")
+    finished = not callback.unfinished and len(grid) >= spec.num_samples * _grid_points(spec)
+    # Whatever the callback could not log (a killed driver, a lost connection) comes from Ray's files.
+    sync_trials(spec, record, finished)
+    if not finished:
+        record.finish(record.parent_id, "KILLED")
         return Outcome(False, None, resume_command(spec))
     results = summarise(spec, grid, data, record)
     (spec.experiment_path / DONE).write_text(json.dumps(results.summary(), indent=2))
@@ -119,18 +124,38 @@ def _grid_points(spec: SearchSpec) -> int:
 
 
 def _save_spec(spec: SearchSpec) -> None:
-    spec.experiment_path.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(spec.source, spec.experiment_path / SAVED_SPACE)
-    settings = dict(spec.settings) | {"_quick": spec.quick}
+    (spec.experiment_path / SAVED_SPACE).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(spec.source, spec.experiment_path / SAVED_SPACE / spec.source.name)
+    settings = dict(spec.settings) | {"_quick": spec.quick, "_origin": spec.origin,
+                                      "storage": str(spec.experiment_path.parent)}
     (spec.experiment_path / SAVED_SETTINGS).write_text(json.dumps(settings, indent=2))
 
 
-def _log_search_settings(record: SearchRecord, spec: SearchSpec) -> None:
+def sync_search(spec: SearchSpec) -> int:
+    """`tune-run sync`: rebuilds or completes the MLflow record of a search from its experiment
+    folder; returns the number of trials. Running it twice changes nothing."""
+    from search.results import complete_parent_run
+    from trainables.checkpoints import model_from_checkpoint
+
+    record = SearchRecord(spec.tracking_uri, spec.experiment, str(spec.experiment_path), spec.name)
+    _log_search_settings(record, spec, reopen=False)
+    done = spec.experiment_path / DONE
+    trials = sync_trials(spec, record, finished=done.exists())
+    if done.exists():
+        summary = json.loads(done.read_text())
+        complete_parent_run(record, summary, model_from_checkpoint(summary["checkpoint"]))
+    else:
+        record.finish(record.parent_id, "KILLED")
+    return trials
+
+
+def _log_search_settings(record: SearchRecord, spec: SearchSpec, reopen: bool = True) -> None:
     from mlflow.entities import Param
 
     client = record.client
     logged = client.get_run(record.parent_id).data.params
-    params = [Param(k, str(v)) for k, v in sorted(spec.settings.items())
+    settings = spec.settings | {"storage": str(spec.experiment_path.parent)}
+    params = [Param(k, str(v)) for k, v in sorted(settings.items())
               if k not in logged and k != "tracking_uri"]
     params += [Param(f"space.{k}", str(v)[:500]) for k, v in spec.space.items()
                if f"space.{k}" not in logged]
@@ -138,5 +163,6 @@ def _log_search_settings(record: SearchRecord, spec: SearchSpec) -> None:
         client.log_batch(record.parent_id, params=params)
     if "space_file" not in logged:
         client.log_artifact(record.parent_id, str(spec.source), artifact_path="space")
-        client.log_param(record.parent_id, "space_file", str(spec.source))
-    client.update_run(record.parent_id, status="RUNNING")
+        client.log_param(record.parent_id, "space_file", spec.origin)
+    if reopen:
+        client.update_run(record.parent_id, status="RUNNING")

@@ -77,6 +77,7 @@ class SearchSpec:
     space: dict[str, Any]
     quick: bool = False
     dimensions: list[str] = field(default_factory=list)  # names of the searched hyperparameters
+    origin: str = ""  # the space file as the user named it (source may be the saved copy)
 
     def __getattr__(self, name: str) -> Any:  # spec.max_epochs reads settings["max_epochs"]
         try:
@@ -113,7 +114,7 @@ def build_spec(source: Path, settings: dict[str, Any], space: dict[str, Any], qu
     where = str(source)
     full = _check_settings(where, settings, default_name=source.stem)
     dims = _check_space(where, space, full, allow_faults)
-    return SearchSpec(source, full, dict(space), quick, dims)
+    return SearchSpec(source, full, dict(space), quick, dims, origin=str(source))
 
 
 def _import(path: Path):

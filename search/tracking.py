@@ -97,9 +97,13 @@ class SearchRecord:
         self.client.update_run(run_id, status="RUNNING")
 
     def finish(self, run_id: str, status: str, tags: dict[str, str] | None = None) -> None:
-        for k, v in (tags or {}).items():
-            self.client.set_tag(run_id, k, v)
-        self.client.set_terminated(run_id, status)
+        """Ends the run with `status` and `tags`; changes nothing when it already has them."""
+        run = self.client.get_run(run_id)
+        new_tags = {k: v for k, v in (tags or {}).items() if run.data.tags.get(k) != v}
+        if new_tags:
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in new_tags.items()])
+        if run.info.status != status:
+            self.client.set_terminated(run_id, status)
 
 
 def _quote(value: str) -> str:
@@ -156,31 +160,17 @@ class MlflowTracking(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict,
                         **info) -> None:
-        metrics = {k: result[k] for k in METRICS if k in result}
+        metrics = epoch_metrics(result)
         tags = {"tune_run.device": str(result["device"])} if "device" in result else None
         timestamp = int(result.get("timestamp", time.time()) * 1000)
         self.record.log_epoch(self._run(trial), int(result["training_iteration"]), metrics,
                               timestamp, tags)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info) -> None:
-        last = trial.last_result or {}
-        epochs = int(last.get("training_iteration", 0))
-        tags = {"tune_run.epochs": str(epochs)}
-        if last.get("diverged"):
-            tags |= {"tune_run.status": "diverged",
-                     "tune_run.failure": f"loss became {last.get('train_loss')} at epoch {epochs}"}
-            self.record.finish(self._run(trial), "FAILED", tags)
-            return
-        if epochs < self.max_epochs:
-            tags |= {"tune_run.status": "stopped_early", "tune_run.stopped_at_epoch": str(epochs)}
-        else:
-            tags |= {"tune_run.status": "completed"}
-        self.record.finish(self._run(trial), "FINISHED", tags)
+        self.record.finish(self._run(trial), *ended_run(trial.last_result or {}, self.max_epochs))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info) -> None:
-        reason = _error_line(trial)
-        self.record.finish(self._run(trial), "FAILED",
-                           {"tune_run.status": "error", "tune_run.failure": reason})
+        self.record.finish(self._run(trial), *errored_run(trial))
 
     def on_experiment_end(self, trials: list, **info) -> None:
         self.unfinished = [t.trial_id for t in trials
@@ -189,6 +179,28 @@ class MlflowTracking(Callback):
             run_id = self.record.opened(trial_id)
             if run_id:
                 self.record.finish(run_id, "KILLED", {"tune_run.status": "interrupted"})
+
+
+def ended_run(last: dict[str, Any], max_epochs: int) -> tuple[str, dict[str, str]]:
+    """MLflow status and tags of a trial that ended (Ray's TERMINATED), from its last result."""
+    epochs = int(last.get("training_iteration", 0))
+    tags = {"tune_run.epochs": str(epochs)}
+    if last.get("diverged"):
+        return "FAILED", tags | {"tune_run.status": "diverged", "tune_run.failure":
+                                 f"loss became {last.get('train_loss')} at epoch {epochs}"}
+    if epochs < max_epochs:
+        return "FINISHED", tags | {"tune_run.status": "stopped_early",
+                                   "tune_run.stopped_at_epoch": str(epochs)}
+    return "FINISHED", tags | {"tune_run.status": "completed"}
+
+
+def errored_run(trial: Trial) -> tuple[str, dict[str, str]]:
+    return "FAILED", {"tune_run.status": "error", "tune_run.failure": _error_line(trial)}
+
+
+def epoch_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The metrics of one reported epoch that go to MLflow: the trainable's, not Ray's bookkeeping."""
+    return {k: result[k] for k in METRICS if k in result}
 
 
 def _error_line(trial: Trial) -> str:

@@ -1,12 +1,15 @@
 """Faults injected on purpose by tests through the `_fault` key of a trial's config.
 
 `{"_fault": {"kind": "raise" | "nan" | "exit", "epoch": N}}` makes the trial fail that way at epoch
-N. Real searches never set the key; space files cannot (validation rejects names starting with _).
+N; `{"kind": "slow", "seconds": S}` makes every epoch S seconds longer, so a test can interrupt a
+search mid-trial. Real searches never set the key: space files may only when the environment has
+TUNE_RUN_TEST_FAULTS=1.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 
@@ -19,9 +22,14 @@ class InjectedFault(RuntimeError):
 
 def inject_fault(config: dict, epoch: int, model: torch.nn.Module) -> None:
     fault = config.get(FAULT_KEY)
-    if not fault or fault.get("epoch") != epoch:
+    if not fault:
         return
     kind = fault["kind"]
+    if kind == "slow":
+        time.sleep(fault["seconds"])
+        return
+    if fault.get("epoch") != epoch:
+        return
     if kind == "raise":
         raise InjectedFault(f"injected fault at epoch {epoch}")
     if kind == "exit":
@@ -30,4 +38,4 @@ def inject_fault(config: dict, epoch: int, model: torch.nn.Module) -> None:
         with torch.no_grad():
             next(model.parameters()).fill_(float("nan"))
         return
-    raise ValueError(f"_fault kind {kind!r}: expected raise, nan or exit")
+    raise ValueError(f"_fault kind {kind!r}: expected raise, nan, exit or slow")

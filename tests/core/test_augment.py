@@ -8,7 +8,7 @@ from torchvision.transforms import v2
 
 from core.augment import BatchAugment, crop_padding
 
-IDENTITY = dict(mean=(0.0,), std=(1 / 255,))  # normalise(x) == x, up to float rounding
+IDENTITY = {"mean": (0.0,), "std": (1 / 255,)}  # normalise(x) == x, up to float rounding
 
 
 def _image(c=1, h=4, w=4, seed=0) -> torch.Tensor:
@@ -103,7 +103,7 @@ def _chi_square(counts: dict, keys: list, n: int) -> float:
 
 
 def test_same_distribution_as_torchvision_random_crop_and_flip():
-    # The rule: BatchAugment draws (offset, flip) uniformly, as RandomCrop + RandomHorizontalFlip do.
+    # The rule: BatchAugment draws (offset, flip) uniformly, as RandomCrop + RandomHorizontalFlip.
     p, n = 1, 1800  # 18 outcomes, 100 draws each expected
     image = _image()
     outcomes = _outcomes(image, p)
@@ -152,3 +152,19 @@ def test_bad_arguments_raise():
 @pytest.mark.parametrize("size, padding", [(4, 1), (8, 1), (16, 2), (32, 4), (64, 8)])
 def test_crop_padding_is_an_eighth_of_the_size(size, padding):
     assert crop_padding(size) == padding
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_batches_have_plain_strides_by_default(channels):
+    # oneDNN's CPU convolution backward crashed (one thread) on a 1-channel crop whose strides were
+    # channels-last, though such a tensor counts as contiguous: the layout must be the plain one.
+    aug = BatchAugment((0.5,) * channels, (0.5,) * channels, padding=1, hflip=True)
+    out = aug.train(torch.zeros(4, channels, 6, 6, dtype=torch.uint8))
+    assert out.stride() == torch.empty(4, channels, 6, 6).stride()
+
+
+def test_batches_can_be_channels_last():
+    aug = BatchAugment((0.5,) * 3, (0.5,) * 3, padding=1, hflip=True,
+                       memory_format=torch.channels_last)
+    out = aug.train(torch.zeros(4, 3, 6, 6, dtype=torch.uint8))
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()

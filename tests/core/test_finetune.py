@@ -109,7 +109,8 @@ def test_freeze_backbone_trains_only_the_head():
 
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
-    loss = torch.nn.functional.cross_entropy(model(torch.randn(4, 3, 8, 8)), torch.tensor([0, 1, 2, 3]))
+    logits = model(torch.randn(4, 3, 8, 8))
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3]))
     loss.backward()
     opt.step()
     for n, p in model.named_parameters():
@@ -123,7 +124,8 @@ def test_freeze_none_trains_everything():
     assert all(p.requires_grad for p in model.parameters())
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    loss = torch.nn.functional.cross_entropy(model(torch.randn(4, 3, 8, 8)), torch.tensor([0, 1, 2, 3]))
+    logits = model(torch.randn(4, 3, 8, 8))
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3]))
     loss.backward()
     opt.step()
     unchanged = [n for n, p in model.named_parameters() if torch.equal(p, before[n])]

@@ -36,17 +36,19 @@ def test_soft_targets(eps):
     logits = _logits()
     targets = torch.softmax(torch.randn(6, K, generator=torch.Generator().manual_seed(1)), 1)
     expected = _by_hand(logits, targets, eps)
-    assert classification_loss(logits, targets, eps).item() == pytest.approx(expected.item(), rel=1e-5)
+    loss = classification_loss(logits, targets, eps)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.2])
 def test_mixup_targets(eps):
     torch.manual_seed(0)
-    images, targets = make_mixup(0.4, K)(torch.rand(6, 1, 2, 2), torch.tensor([0, 1, 2, 3, 3, 0]))
+    _images, targets = make_mixup(0.4, K)(torch.rand(6, 1, 2, 2), torch.tensor([0, 1, 2, 3, 3, 0]))
     assert targets.shape == (6, K)
     logits = _logits()
     expected = _by_hand(logits, targets, eps)
-    assert classification_loss(logits, targets, eps).item() == pytest.approx(expected.item(), rel=1e-5)
+    loss = classification_loss(logits, targets, eps)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_known_value():
@@ -61,7 +63,8 @@ def test_smoothing_penalises_confidence():
     # A confident, correct prediction costs more with smoothing than without.
     logits = torch.tensor([[10.0, 0.0, 0.0, 0.0]])
     y = torch.tensor([0])
-    assert classification_loss(logits, y, 0.1).item() > 10 * classification_loss(logits, y, 0.0).item()
+    smoothed, plain = classification_loss(logits, y, 0.1), classification_loss(logits, y, 0.0)
+    assert smoothed.item() > 10 * plain.item()
 
 
 def test_half_precision_logits_give_float32_loss():

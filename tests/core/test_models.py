@@ -54,7 +54,8 @@ def test_separable_conv_is_depthwise_then_pointwise():
 
 def test_separable_model_uses_separable_convs_in_every_block():
     model = ResNet18(num_classes=3, width=TINY, conv="separable")
-    blocks = [b for layer in (model.layer1, model.layer2, model.layer3, model.layer4) for b in layer]
+    stages = (model.layer1, model.layer2, model.layer3, model.layer4)
+    blocks = [block for stage in stages for block in stage]
     assert len(blocks) == 8
     for block in blocks:
         for conv in (block.conv1, block.conv2):
@@ -132,8 +133,10 @@ def test_default_init_differs_from_kaiming():
     torch.manual_seed(0)
     default = ResNet18(num_classes=3, width=TINY).layer4[1].conv2.weight.std().item()
     torch.manual_seed(0)
-    kaiming = ResNet18(num_classes=3, width=TINY, init="kaiming").layer4[1].conv2.weight.std().item()
-    assert default == pytest.approx(1 / math.sqrt(3 * 64 * 9), rel=0.05)  # kaiming_uniform(a=sqrt 5)
+    kaiming_model = ResNet18(num_classes=3, width=TINY, init="kaiming")
+    kaiming = kaiming_model.layer4[1].conv2.weight.std().item()
+    # PyTorch's own: kaiming_uniform(a=sqrt 5), std 1 / sqrt(3 fan_in).
+    assert default == pytest.approx(1 / math.sqrt(3 * 64 * 9), rel=0.05)
     assert kaiming > 2 * default
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -99,7 +101,7 @@ def _exponential(lrs, final):  # a constant ratio, down to 1 % at the end
 def _cosine(lrs, final):
     assert lrs[0] == pytest.approx(LR)
     assert lrs[12] == pytest.approx(LR / 2)
-    assert all(b < a for a, b in zip(lrs, lrs[1:]))
+    assert all(b < a for a, b in itertools.pairwise(lrs))
     assert lrs[-1] < 0.01 * LR and final == pytest.approx(0, abs=1e-9)
 
 
@@ -107,8 +109,8 @@ def _onecycle(lrs, final):
     peak = max(range(24), key=lambda i: lrs[i])
     assert 3 <= peak <= 10  # near 30 % of the steps
     assert lrs[peak] == pytest.approx(LR, rel=0.02) and lrs[peak] <= LR
-    assert all(b > a for a, b in zip(lrs[:peak], lrs[1:peak + 1]))
-    assert all(b < a for a, b in zip(lrs[peak:], lrs[peak + 1:]))
+    assert all(b > a for a, b in itertools.pairwise(lrs[:peak + 1]))
+    assert all(b < a for a, b in itertools.pairwise(lrs[peak:]))
     assert lrs[0] == pytest.approx(LR / 25)
     assert lrs[-1] < 0.01 * LR
 

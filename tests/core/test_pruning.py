@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -25,7 +27,7 @@ def test_reaches_the_asked_sparsity(ratio):
     # Each epoch reaches its target of the cubic schedule, growing up to the end epoch.
     for epoch, s in enumerate(reached, start=1):
         assert abs(s - pruner.target(epoch)) <= 0.005
-    assert all(b > a for a, b in zip(reached[:3], reached[1:3]))
+    assert all(b > a for a, b in itertools.pairwise(reached[:3]))  # up to the end epoch
     assert reached[2] == reached[3]  # nothing more after the end epoch
 
 
@@ -33,7 +35,7 @@ def test_sparsity_grows_monotonically_over_a_longer_run():
     model = _model()
     pruner = GradualPruner(model, 0.6, epochs=8)
     reached = [pruner.step(epoch) for epoch in range(1, 9)]
-    assert all(b >= a for a, b in zip(reached, reached[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(reached))
     assert reached[0] > 0 and abs(reached[-1] - 0.6) <= 0.005
 
 
@@ -94,7 +96,8 @@ def test_bad_ratio_raises(ratio):
 
 
 def test_sparsity_of_counts_zero_weights():
-    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Conv2d(1, 2, 2), torch.nn.BatchNorm2d(2))
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(4, 5), nn.Conv2d(1, 2, 2), nn.BatchNorm2d(2))
     with torch.no_grad():
         model[0].weight.fill_(1.0)
         model[0].weight[:2] = 0  # 8 of 20

@@ -1,0 +1,51 @@
+"""Ray's result files are the source of truth: rebuild or complete a search's MLflow record from its
+experiment folder. Idempotent: steps already logged are skipped and statuses already right are kept.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ray.tune import ExperimentAnalysis
+from ray.tune.experiment import Trial
+
+from search.spec import SearchSpec
+from search.tracking import (SearchRecord, ended_run, epoch_metrics, errored_run, run_name,
+                             trial_params)
+
+
+def sync_trials(spec: SearchSpec, record: SearchRecord, finished: bool) -> int:
+    """Makes every trial of the experiment folder have its child run with every reported epoch.
+
+    Trials Ray ended get their final status; the rest are KILLED (the search was interrupted) unless
+    `finished`. Returns the number of trials seen.
+    """
+    analysis = ExperimentAnalysis(str(spec.experiment_path))
+    for trial in analysis.trials:
+        run_id = record.child(trial.trial_id, run_name(trial.trial_id, trial.config, spec.dimensions),
+                              trial_params(trial.config))
+        rows = _result_rows(Path(trial.path) / "result.json")
+        for row in rows:
+            record.log_epoch(run_id, int(row["training_iteration"]), epoch_metrics(row),
+                             int(row.get("timestamp", 0) * 1000))
+        if trial.status == Trial.TERMINATED:
+            record.finish(run_id, *ended_run(rows[-1] if rows else {}, spec.max_epochs))
+        elif trial.status == Trial.ERROR:
+            record.finish(run_id, *errored_run(trial))
+        elif not finished:
+            record.finish(run_id, "KILLED", {"tune_run.status": "interrupted"})
+    return len(analysis.trials)
+
+
+def _result_rows(path: Path) -> list[dict]:
+    """One row per reported epoch; a step reported twice (a trial continued from an older
+    checkpoint) keeps its first value, as MLflow does."""
+    if not path.exists():
+        return []
+    rows: dict[int, dict] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows.setdefault(int(row["training_iteration"]), row)
+    return [rows[step] for step in sorted(rows)]
