@@ -35,6 +35,9 @@ def sync_trials(spec: SearchSpec, record: SearchRecord, finished: bool) -> int:
             record.finish(run_id, *errored_run(trial))
         elif not finished:
             record.finish(run_id, "KILLED", {"tune_run.status": "interrupted"})
+    # A trial started just before the driver was killed, but never saved in Ray's experiment
+    # state, is not a trial of the search: Ray starts a new one in its place.
+    record.delete_children_except({t.trial_id for t in analysis.trials})
     return len(analysis.trials)
 
 

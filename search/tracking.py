@@ -89,6 +89,15 @@ class SearchRecord:
         self._last_step[run_id] = step
         return True
 
+    def delete_children_except(self, trial_ids: set[str]) -> list[str]:
+        """Deletes the child runs of trials not in `trial_ids`; returns their trial ids."""
+        runs = self._search(f"tags.`{PARENT}` = '{self.parent_id}'")
+        orphans = [r for r in runs if r.data.tags.get(TRIAL_ID) not in trial_ids]
+        for run in orphans:
+            self.client.delete_run(run.info.run_id)
+            self._children.pop(run.data.tags.get(TRIAL_ID), None)
+        return [r.data.tags.get(TRIAL_ID) for r in orphans]
+
     def opened(self, trial_id: str) -> str | None:
         """The run id of `trial_id` if this record has opened it."""
         return self._children.get(trial_id)

@@ -99,9 +99,9 @@ class Search:
     def result_rows(self) -> dict[str, list[int]]:
         """trial id -> the training_iteration of each row of Ray's result.json."""
         rows = {}
-        for path in self.folder.glob("*/result.json"):
+        for path in self.folder.glob("train_classifier_*/result.json"):
             lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            if lines:
+            if lines:  # a trial folder Ray made but never reported to has none
                 rows[lines[0]["trial_id"]] = [r["training_iteration"] for r in lines]
         return rows
 
@@ -116,7 +116,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 def assert_one_clean_record(search: Search, rows_before: dict, midway: list[str]) -> None:
     rows_after = search.result_rows()
-    assert len(rows_after) == NUM_SAMPLES
+    assert len(rows_after) == NUM_SAMPLES, (rows_before, rows_after,
+                                            sorted(p.name for p in search.folder.iterdir()))
     finished_before = [t for t, (s, _) in search.trial_states().items() if t in rows_before]
     for trial, iterations in rows_before.items():
         after = rows_after[trial]
