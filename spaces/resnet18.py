@@ -34,11 +34,11 @@ space = {
 
 # --quick: a real search that finishes in minutes on 2 CPU cores.
 quick = {
-    "num_samples": 6,
-    "max_epochs": 4,
+    "num_samples": 8,
+    "max_epochs": 6,
     "grace_period": 1,
     "reduction_factor": 2,
-    "subset": 2500,  # training images (and 500 test images)
+    "subset": 5000,  # training images (and 1,000 test images)
     "search": "random",
     "gpus_per_trial": 0,
     "cpus_per_trial": 1,

@@ -25,6 +25,10 @@ from core.train import evaluate, steps_per_epoch, train_epoch
 from trainables import checkpoints
 from trainables.faults import inject_fault
 
+class TrialOutOfMemory(RuntimeError):
+    """A trial's batch did not fit its device; the message names the batch size and model."""
+
+
 @dataclass(frozen=True)
 class TrialSettings:
     """Search-wide settings a trial needs (not hyperparameters)."""
@@ -61,15 +65,19 @@ def train_classifier(config: dict, data: Dataset, settings: TrialSettings) -> No
 
     done = _restore(tune.get_checkpoint(), model, optimizer, schedule, generator)
     for epoch in range(done + 1, settings.max_epochs + 1):
-        inject_fault(config, epoch, model)
         lr = optimizer.param_groups[0]["lr"]
-        stats = train_epoch(step_model, x, y, augment, optimizer, schedule, hp["batch_size"],
-                            hp["label_smoothing"], mixup, generator, amp)
-        if not math.isfinite(stats.loss):
-            # Diverged: report it and end the trial now rather than burn its budget.
-            tune.report({"epoch": epoch, "train_loss": stats.loss, "diverged": 1})
-            return
-        sparsity = pruner.step(epoch)
+        try:
+            inject_fault(config, epoch, model)
+            stats = train_epoch(step_model, x, y, augment, optimizer, schedule, hp["batch_size"],
+                                hp["label_smoothing"], mixup, generator, amp)
+        except torch.OutOfMemoryError as e:
+            raise TrialOutOfMemory(
+                f"out of memory on {device} at epoch {epoch} with batch_size={hp['batch_size']}, "
+                f"model {settings.model} width={hp['width']} conv={hp['conv']}: lower batch_size "
+                f"or width, or give trials more of a GPU ({str(e).splitlines()[0]})"
+            ) from None
+        diverged = not math.isfinite(stats.loss)
+        sparsity = pruner.sparsity() if diverged else pruner.step(epoch)
         val_loss, val_acc = evaluate(step_model, vx, vy, augment, autocast_dtype=amp)
         metrics = {
             "epoch": epoch, "train_loss": stats.loss, "val_loss": val_loss, "val_acc": val_acc,
@@ -77,6 +85,11 @@ def train_classifier(config: dict, data: Dataset, settings: TrialSettings) -> No
             "images_per_s": stats.images_per_s, "device": str(device),
             "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
         }
+        if diverged:
+            # Diverged: report it (with the search metric, as Ray requires) and end the trial now
+            # rather than burn its budget; no checkpoint of a broken model.
+            tune.report(metrics | {"val_loss": math.inf, "diverged": 1})
+            return
         with tempfile.TemporaryDirectory() as folder:
             checkpoints.save(
                 folder, model=model.state_dict(), optimizer=optimizer.state_dict(),
