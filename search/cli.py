@@ -5,6 +5,8 @@
     tune-run SPACE --resume           continue the search of SPACE where it stopped
     tune-run --resume NAME            continue a search by its experiment name
     tune-run sync NAME                rebuild or complete a search's MLflow record from Ray's files
+    tune-run report NAME              print a search's leaderboard; log its report to the parent run
+    tune-run ui                       the MLflow UI on 127.0.0.1:5000
 
 Bad input exits with code 2 and one line on stderr, before anything is started or written.
 """
@@ -21,6 +23,7 @@ from search.spec import SETTINGS, SearchSpec, SpecError, load_spec
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default
 
 # Flags that override a space file's settings, by setting name.
 OVERRIDE_FLAGS = ("name", "num_samples", "max_epochs", "search", "gpus_per_trial", "cpus_per_trial",
@@ -78,18 +81,44 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def sync_parser() -> OneLineParser:
     p = OneLineParser(prog="tune-run sync", description="Rebuild or complete the MLflow record of "
                       "a search from its Ray Tune experiment folder (idempotent).")
+    return _saved_search_arguments(p)
+
+
+def report_parser() -> OneLineParser:
+    p = OneLineParser(prog="tune-run report", description="Print a search's leaderboard and "
+                      "rebuild its report (leaderboard, plots, hyperparameter importance) from its "
+                      "Ray Tune experiment folder, logged to its parent run under report/.")
+    p.add_argument("--out", default=None,
+                   help="folder of the report's files (default: the experiment folder's report/)")
+    return _saved_search_arguments(p)
+
+
+def _saved_search_arguments(p: OneLineParser) -> OneLineParser:
     p.add_argument("name", help="the search's experiment name")
     p.add_argument("--storage", default=None, help=SETTINGS["storage"].help)
     p.add_argument("--tracking-uri", default=None, help=SETTINGS["tracking_uri"].help)
     return p
 
 
+def ui_parser() -> OneLineParser:
+    p = OneLineParser(prog="tune-run ui", description="Run the MLflow UI on a tracking store.")
+    p.add_argument("--tracking-uri", default=None, help="the store to show (default: "
+                   f"MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI})")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    sync = bool(argv) and argv[0] == "sync"
-    args = (sync_parser() if sync else parser()).parse_args(argv[1:] if sync else argv)
+    subcommands = {"sync": (sync_parser, _sync), "report": (report_parser, _report),
+                   "ui": (ui_parser, _ui)}
+    command = argv[0] if argv and argv[0] in subcommands else None
+    make_parser, handle = subcommands.get(command, (parser, _run))
+    args = make_parser().parse_args(argv[1:] if command else argv)
     try:
-        return _sync(args) if sync else _run(args)
+        return handle(args)
     except SpecError as e:
         print(f"tune-run: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -139,16 +168,58 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from search.runner import load_saved_spec, sync_search
+    from search.runner import sync_search
+
+    spec = _saved_spec(args)
+    trials = sync_search(spec)
+    print(f"synced {trials} trials of {spec.name!r} to MLflow experiment {spec.experiment!r}")
+    return 0
+
+
+def _saved_spec(args: argparse.Namespace) -> SearchSpec:
+    from search.runner import load_saved_spec
 
     overrides = {k: v for k, v in (("storage", args.storage),
                                    ("tracking_uri", args.tracking_uri or
                                     os.environ.get("MLFLOW_TRACKING_URI"))) if v}
-    spec = load_saved_spec(_checked_name(args.name, "name"),
+    return load_saved_spec(_checked_name(args.name, "name"),
                            overrides.get("storage", SETTINGS["storage"].default), overrides)
-    trials = sync_search(spec)
-    print(f"synced {trials} trials of {spec.name!r} to MLflow experiment {spec.experiment!r}")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from search.report import REPORT_DIR, leaderboard_markdown, log_report
+    from search.tracking import SearchRecord
+
+    spec = _saved_spec(args)
+    out = Path(args.out) if args.out else spec.experiment_path / REPORT_DIR
+    record = SearchRecord(spec.tracking_uri, spec.experiment, str(spec.experiment_path), spec.name)
+    report = log_report(spec, record, out)
+    print(f"Trials of {spec.name!r} by {spec.metric} ({spec.mode}):")
+    print(leaderboard_markdown(report.rows))
+    print(f"\n{len(report.files)} report files in {out}, logged to MLflow run "
+          f"{record.parent_id} (experiment {spec.experiment!r}) under {REPORT_DIR}/")
     return 0
+
+
+def ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
+    """The `mlflow ui` command line (this Python's mlflow)."""
+    if not 0 < port < 65536:
+        raise SpecError(f"--port: {port} is not a port; use 1 to 65535")
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
+            "--host", host, "--port", str(port)]
+
+
+def _ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    command = ui_command(uri, args.host, args.port)
+    host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address
+    print(f"MLflow UI of {uri} at http://{host}:{args.port} (Ctrl-C stops it)", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"tune-run: the UI has no login; anyone who can reach {args.host} can see it",
+              file=sys.stderr)
+    return subprocess.run(command, check=False).returncode
 
 
 def _checked_name(name: str, flag: str) -> str:
@@ -195,7 +266,6 @@ def _print_results(spec: SearchSpec, results) -> None:
 
 def describe(spec: SearchSpec, samples: int = 3) -> str:
     """The resolved search as text: dimensions, fixed values, scheduler, search, resources, budget."""
-    from ray.tune.search.sample import Domain
 
     s = spec.settings
     lines = [f"search {s['name']!r} from {spec.source}" + (" (--quick)" if spec.quick else "")]

@@ -72,9 +72,9 @@ def test_split_score(checkpoint_dir: str, data: Dataset) -> tuple[torch.nn.Modul
     return model, loss, acc
 
 
-def summarise(spec: SearchSpec, grid: ResultGrid, data: Dataset,
-              record: SearchRecord) -> SearchResults:
-    """Evaluates the best checkpoint on the test split and completes the parent run."""
+def summarise(spec: SearchSpec, grid: ResultGrid,
+              data: Dataset) -> tuple[SearchResults, torch.nn.Module]:
+    """The leaderboard, and the best checkpoint's model scored on the test split."""
     rows = leaderboard(spec, grid)
     if not rows:
         raise RuntimeError(f"no trial reported {spec.metric}; see the errors above")
@@ -84,8 +84,7 @@ def summarise(spec: SearchSpec, grid: ResultGrid, data: Dataset,
     results = SearchResults(spec.metric, rows, rows[0]["trial"], _hparams(best.config),
                             rows[0][spec.metric], test_acc, test_loss, checkpoint.path,
                             spec.dimensions)
-    complete_parent_run(record, results.summary(), model)
-    return results
+    return results, model
 
 
 def _hparams(config: dict[str, Any]) -> dict[str, Any]:

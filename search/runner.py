@@ -9,16 +9,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from ray import tune
 
 from core.data import Dataset, load_dataset
-from search.results import SearchResults, summarise
+from search.report import log_report
+from search.results import SearchResults, complete_parent_run, summarise
 from search.spec import SearchSpec, SpecError, load_spec
 from search.sync import sync_trials
-from search.tracking import MlflowTracking, SearchRecord
+from search.tracking import MlflowTracking, SearchRecord, TrackingUnreachable, check_reachable
 
 SAVED_SPACE = "space"  # folder of the space file's copy, in the experiment folder
 SAVED_SETTINGS = "tune_run.json"  # the resolved settings, for `--resume NAME`
@@ -88,14 +91,16 @@ def load_saved_spec(name: str, storage: str, overrides: dict) -> SearchSpec:
 def run_search(spec: SearchSpec, resume: bool = False, address: str | None = None,
                retry_errored: bool = True, data: Dataset | None = None) -> Outcome:
     """Runs (or resumes) the search of `spec`; returns whether it finished and its results."""
-    from search.tuner import new_tuner, restored_tuner, start_ray
+    from search.tuner import new_tuner, restored_tuner, start_ray, trial_resources
 
     check_storage(spec)
     if data is None:
         data = load_dataset(spec.dataset, spec.data_dir, spec.val_fraction, spec.subset, spec.seed)
+    _check_tracking(spec.tracking_uri)
+    start_ray(address)
+    trial_resources(spec)  # more GPUs per trial than the cluster has: refused before any record
     record = SearchRecord(spec.tracking_uri, spec.experiment, str(spec.experiment_path), spec.name)
     _log_search_settings(record, spec)
-    start_ray(address)
     callback = MlflowTracking(spec.tracking_uri, spec.experiment, str(spec.experiment_path),
                               spec.name, spec.max_epochs, spec.dimensions)
     if resume:
@@ -105,14 +110,41 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
         tuner = new_tuner(spec, data, [callback])
     grid = tuner.fit()
     finished = not callback.unfinished and len(grid) >= spec.num_samples * _grid_points(spec)
-    # Whatever the callback could not log (a killed driver, a lost connection) comes from Ray's files.
-    sync_trials(spec, record, finished)
-    if not finished:
+    results, model = summarise(spec, grid, data) if finished else (None, None)
+    if results:
+        (spec.experiment_path / DONE).write_text(json.dumps(results.summary(), indent=2))
+    try:
+        record_search(spec, record, results.summary() if results else None, model)
+    except Exception as e:  # the store is out of our hands; Ray's files keep everything
+        print(f"tune-run: warning: the MLflow record is incomplete ({type(e).__name__}); complete "
+              f"it with `tune-run sync {spec.name} --storage {spec.experiment_path.parent}`",
+              file=sys.stderr)
+    return Outcome(finished, results, resume_command(spec))
+
+
+def record_search(spec: SearchSpec, record: SearchRecord, summary: dict | None,
+                  model: torch.nn.Module | None) -> int:
+    """Brings the MLflow record in line with Ray's files: every trial and epoch, the statuses, and
+    for a finished search (`summary`) the outcome, best model and report. Returns the trials seen."""
+    trials = sync_trials(spec, record, finished=summary is not None)
+    if summary is None:
         record.finish(record.parent_id, "KILLED")
-        return Outcome(False, None, resume_command(spec))
-    results = summarise(spec, grid, data, record)
-    (spec.experiment_path / DONE).write_text(json.dumps(results.summary(), indent=2))
-    return Outcome(True, results, resume_command(spec))
+    else:
+        complete_parent_run(record, summary, model)
+    log_report(spec, record)
+    return trials
+
+
+def _check_tracking(uri: str | None) -> None:
+    if uri and uri.startswith(("http://", "https://")):
+        # Fail fast while a server is down: the callback skips it for a while and Ray's files keep
+        # what it missed (MLflow's own default retries for minutes with backoff).
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    try:
+        check_reachable(uri)
+    except TrackingUnreachable as e:
+        raise SpecError(str(e)) from None
 
 
 def _grid_points(spec: SearchSpec) -> int:
@@ -134,19 +166,15 @@ def _save_spec(spec: SearchSpec) -> None:
 def sync_search(spec: SearchSpec) -> int:
     """`tune-run sync`: rebuilds or completes the MLflow record of a search from its experiment
     folder; returns the number of trials. Running it twice changes nothing."""
-    from search.results import complete_parent_run
     from trainables.checkpoints import model_from_checkpoint
 
+    _check_tracking(spec.tracking_uri)
     record = SearchRecord(spec.tracking_uri, spec.experiment, str(spec.experiment_path), spec.name)
     _log_search_settings(record, spec, reopen=False)
     done = spec.experiment_path / DONE
-    trials = sync_trials(spec, record, finished=done.exists())
-    if done.exists():
-        summary = json.loads(done.read_text())
-        complete_parent_run(record, summary, model_from_checkpoint(summary["checkpoint"]))
-    else:
-        record.finish(record.parent_id, "KILLED")
-    return trials
+    summary = json.loads(done.read_text()) if done.exists() else None
+    model = model_from_checkpoint(summary["checkpoint"]) if summary else None
+    return record_search(spec, record, summary, model)
 
 
 def _log_search_settings(record: SearchRecord, spec: SearchSpec, reopen: bool = True) -> None:

@@ -11,8 +11,14 @@ from ray.tune import ExperimentAnalysis
 from ray.tune.experiment import Trial
 
 from search.spec import SearchSpec
-from search.tracking import (SearchRecord, ended_run, epoch_metrics, errored_run, run_name,
-                             trial_params)
+from search.tracking import (
+    SearchRecord,
+    ended_run,
+    epoch_metrics,
+    errored_run,
+    run_name,
+    trial_params,
+)
 
 
 def sync_trials(spec: SearchSpec, record: SearchRecord, finished: bool) -> int:

@@ -8,8 +8,11 @@ logged is never logged again.
 
 from __future__ import annotations
 
+import functools
+import sys
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -22,7 +25,39 @@ from trainables.metrics import METRICS
 SEARCH_KEY = "tune_run.search_key"  # the experiment folder's absolute path
 TRIAL_ID = "tune_run.trial_id"
 PARENT = "mlflow.parentRunId"
-RUN_NAME = "mlflow.runName"
+RETRY_AFTER_S = 10.0  # after a failed call to the tracking store
+
+
+def redact(uri: str | None) -> str:
+    """The URI with any password or token replaced, fit to print or log."""
+    if not uri:
+        return ""
+    parts = urlsplit(uri)
+    if parts.password is None and parts.username is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+def check_reachable(uri: str | None, timeout_s: float = 5.0) -> None:
+    """Raises TrackingUnreachable when an http(s) tracking server does not answer /health."""
+    if not uri or not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
+    except requests.RequestException as e:
+        raise TrackingUnreachable(
+            f"--tracking-uri: no MLflow tracking server answers at {redact(uri)} "
+            f"({type(e).__name__}); start it, or point --tracking-uri elsewhere"
+        ) from None
+
+
+class TrackingUnreachable(Exception):
+    """The tracking server cannot be reached; the message is one line."""
 
 
 class SearchRecord:
@@ -40,7 +75,7 @@ class SearchRecord:
         )
         self.parent_id = self._find_or_create_parent()
         self._children: dict[str, str] = {}  # trial id -> run id
-        self._last_step: dict[str, int] = {}  # run id -> last epoch logged
+        self._steps: dict[str, set[int]] = {}  # run id -> epochs logged
 
     def _search(self, filter_string: str) -> list:
         return self.client.search_runs([self.experiment_id], filter_string, max_results=50000)
@@ -61,32 +96,34 @@ class SearchRecord:
         runs = self._search(f"tags.`{PARENT}` = '{self.parent_id}' "
                             f"and tags.`{TRIAL_ID}` = '{trial_id}'")
         if runs:
-            run_id = runs[0].info.run_id
-            self._last_step[run_id] = self._max_step(run_id)
+            run = runs[0]
+            self._steps[run.info.run_id] = self._logged_steps(run.info.run_id)
         else:
             run = self.client.create_run(
                 self.experiment_id, run_name=run_name,
                 tags={PARENT: self.parent_id, TRIAL_ID: trial_id, SEARCH_KEY: self.search_key},
             )
-            run_id = run.info.run_id
-            self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
-            self._last_step[run_id] = 0
-        self._children[trial_id] = run_id
-        return run_id
+            self._steps[run.info.run_id] = set()
+        if not run.data.params:  # new, or the driver died between creating it and this
+            self.client.log_batch(run.info.run_id,
+                                  params=[Param(k, str(v)) for k, v in params.items()])
+        self._children[trial_id] = run.info.run_id
+        return run.info.run_id
 
-    def _max_step(self, run_id: str) -> int:
-        history = self.client.get_metric_history(run_id, METRICS[0])
-        return max((m.step for m in history), default=0)
+    def _logged_steps(self, run_id: str) -> set[int]:
+        # Each epoch goes in one batch, so the steps of its first metric are the epochs logged.
+        return {m.step for m in self.client.get_metric_history(run_id, METRICS[0])}
 
     def log_epoch(self, run_id: str, step: int, metrics: dict[str, float], timestamp_ms: int,
                   tags: dict[str, str] | None = None) -> bool:
         """Logs one epoch's metrics in one batch; False (nothing logged) if `step` was logged."""
-        if step <= self._last_step.get(run_id, 0):
+        logged = self._steps.setdefault(run_id, set())
+        if step in logged:
             return False
         batch = [Metric(k, float(v), timestamp_ms, step) for k, v in metrics.items()]
         self.client.log_batch(run_id, metrics=batch,
                               tags=[RunTag(k, v) for k, v in (tags or {}).items()])
-        self._last_step[run_id] = step
+        logged.add(step)
         return True
 
     def delete_children_except(self, trial_ids: set[str]) -> list[str]:
@@ -143,6 +180,29 @@ def trial_params(config: dict[str, Any]) -> dict[str, Any]:
     return resolve({k: v for k, v in config.items() if k != FAULT_KEY})
 
 
+def _tolerant(method):
+    """A callback method that logs a warning instead of stopping the search when MLflow fails: the
+    search goes on and `sync_trials` fills in what is missing from Ray's files at the end."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if time.monotonic() < self.retry_at:  # down a moment ago: do not stall the search on it
+            self.lost += 1
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as e:  # the tracking store is out of our hands: any failure is possible
+            if not self.lost:
+                print(f"tune-run: warning: MLflow logging failed ({type(e).__name__}); training "
+                      "goes on and the record is completed from Ray's results", file=sys.stderr)
+            self.lost += 1
+            self.record = None  # reconnect on a later event
+            self.retry_at = time.monotonic() + RETRY_AFTER_S
+        return None
+
+    return wrapper
+
+
 class MlflowTracking(Callback):
     """Ray Tune callback logging each trial to its child run, from the driver."""
 
@@ -152,38 +212,52 @@ class MlflowTracking(Callback):
         self.max_epochs, self.dimensions = max_epochs, dimensions
         self.record: SearchRecord | None = None
         self.unfinished: list[str] = []  # trials left unfinished when the experiment ended
+        self.lost = 0  # events that could not be logged
+        self.retry_at = 0.0  # time.monotonic() before which logging is not tried again
 
     def __getstate__(self) -> dict:
         # Ray pickles callbacks into its experiment state; the client is rebuilt on restore.
         return {k: v for k, v in self.__dict__.items() if k != "record"} | {"record": None}
 
-    def setup(self, **info) -> None:
-        self.record = SearchRecord(*self.args)
-
     def _run(self, trial: Trial) -> str:
+        if self.record is None:
+            self.record = SearchRecord(*self.args)
         return self.record.child(trial.trial_id, run_name(trial.trial_id, trial.config,
                                  self.dimensions), trial_params(trial.config))
 
+    @_tolerant
     def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info) -> None:
-        self.record.reopen(self._run(trial))
+        run_id = self._run(trial)
+        self.record.reopen(run_id)
 
+    @_tolerant
     def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict,
                         **info) -> None:
         metrics = epoch_metrics(result)
         tags = {"tune_run.device": str(result["device"])} if "device" in result else None
         timestamp = int(result.get("timestamp", time.time()) * 1000)
-        self.record.log_epoch(self._run(trial), int(result["training_iteration"]), metrics,
-                              timestamp, tags)
+        run_id = self._run(trial)
+        self.record.log_epoch(run_id, int(result["training_iteration"]), metrics, timestamp, tags)
 
+    @_tolerant
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info) -> None:
-        self.record.finish(self._run(trial), *ended_run(trial.last_result or {}, self.max_epochs))
+        run_id = self._run(trial)
+        self.record.finish(run_id, *ended_run(trial.last_result or {}, self.max_epochs))
 
+    @_tolerant
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info) -> None:
-        self.record.finish(self._run(trial), *errored_run(trial))
+        run_id = self._run(trial)
+        self.record.finish(run_id, *errored_run(trial))
 
     def on_experiment_end(self, trials: list, **info) -> None:
         self.unfinished = [t.trial_id for t in trials
                            if t.status not in (Trial.TERMINATED, Trial.ERROR)]
+        self._mark_interrupted()
+
+    @_tolerant
+    def _mark_interrupted(self) -> None:
+        if self.record is None:
+            return
         for trial_id in self.unfinished:
             run_id = self.record.opened(trial_id)
             if run_id:

@@ -35,10 +35,10 @@ space = {
 # --quick: a real search that finishes in minutes on 2 CPU cores.
 quick = {
     "num_samples": 8,
-    "max_epochs": 6,
+    "max_epochs": 4,
     "grace_period": 1,
     "reduction_factor": 2,
-    "subset": 5000,  # training images (and 1,000 test images)
+    "subset": 3000,  # training images (and 600 test images)
     "search": "random",
     "gpus_per_trial": 0,
     "cpus_per_trial": 1,

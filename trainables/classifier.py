@@ -25,6 +25,7 @@ from core.train import evaluate, steps_per_epoch, train_epoch
 from trainables import checkpoints
 from trainables.faults import inject_fault
 
+
 class TrialOutOfMemory(RuntimeError):
     """A trial's batch did not fit its device; the message names the batch size and model."""
 
