@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from search.redact import redact
 from search.spec import SETTINGS, SearchSpec, SpecError, load_spec
 
 EXIT_BAD_INPUT = 2
@@ -213,9 +214,12 @@ def _ui(args: argparse.Namespace) -> int:
     import subprocess
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith(("http://", "https://")):
+        print(f"{redact(uri)} is a tracking server: it serves the MLflow UI itself; open it there")
+        return 0
     command = ui_command(uri, args.host, args.port)
     host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address
-    print(f"MLflow UI of {uri} at http://{host}:{args.port} (Ctrl-C stops it)", flush=True)
+    print(f"MLflow UI of {redact(uri)} at http://{host}:{args.port} (Ctrl-C stops it)", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"tune-run: the UI has no login; anyone who can reach {args.host} can see it",
               file=sys.stderr)
@@ -261,7 +265,7 @@ def _print_results(spec: SearchSpec, results) -> None:
     print(f"Best configuration ({results.best_trial_id}): {results.best_config}")
     print(f"{spec.metric} = {results.best_value:.4f}; on the test split: accuracy "
           f"{results.test_acc:.4f}, loss {results.test_loss:.4f}")
-    print(f"MLflow: mlflow ui --backend-store-uri {spec.tracking_uri or 'sqlite:///mlflow.db'}")
+    print(f"Review it: tune-run ui --tracking-uri {redact(spec.tracking_uri or DEFAULT_TRACKING_URI)}")
 
 
 def describe(spec: SearchSpec, samples: int = 3) -> str:
@@ -291,7 +295,7 @@ def describe(spec: SearchSpec, samples: int = 3) -> str:
                  + (f", at most {s['max_concurrent']} at once" if s["max_concurrent"] else ""))
     lines.append(f"  trial budget: {s['num_samples']} trials x up to {s['max_epochs']} epochs")
     lines.append(f"  results: {spec.experiment_path}; MLflow experiment {s['experiment']!r} at "
-                 f"{s['tracking_uri'] or 'the MLflow default (sqlite:///mlflow.db)'}")
+                 f"{redact(s['tracking_uri']) or 'the MLflow default (sqlite:///mlflow.db)'}")
     lines.append("  sampled configurations:")
     for i in range(samples):
         config = {k: _sample(spec.space[k], i) for k in spec.dimensions}

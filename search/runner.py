@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 from ray import tune
 
 from core.data import Dataset, load_dataset
+from search.redact import first_line
 from search.report import log_report
 from search.results import SearchResults, complete_parent_run, summarise
 from search.spec import SearchSpec, SpecError, load_spec
@@ -113,13 +115,27 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
     results, model = summarise(spec, grid, data) if finished else (None, None)
     if results:
         (spec.experiment_path / DONE).write_text(json.dumps(results.summary(), indent=2))
-    try:
-        record_search(spec, record, results.summary() if results else None, model)
-    except Exception as e:  # the store is out of our hands; Ray's files keep everything
-        print(f"tune-run: warning: the MLflow record is incomplete ({type(e).__name__}); complete "
-              f"it with `tune-run sync {spec.name} --storage {spec.experiment_path.parent}`",
-              file=sys.stderr)
+    _record_with_retries(spec, record, results.summary() if results else None, model)
     return Outcome(finished, results, resume_command(spec))
+
+
+def _record_with_retries(spec: SearchSpec, record: SearchRecord, summary: dict | None,
+                         model: torch.nn.Module | None, waits_s: tuple[float, ...] = (5, 10, 20)) -> None:
+    """record_search, waiting a little for a tracking server that is away; if it stays away,
+    Ray's files keep everything and `tune-run sync` completes the record later."""
+    for wait in (*waits_s, None):
+        try:
+            record_search(spec, record, summary, model)
+            return
+        except Exception as e:  # the store is out of our hands
+            if wait is None:
+                print(f"tune-run: warning: the MLflow record is incomplete ({first_line(e)}); "
+                      f"complete it with `tune-run sync {spec.name} --storage "
+                      f"{spec.experiment_path.parent}`", file=sys.stderr)
+                return
+            print(f"tune-run: MLflow is not answering ({type(e).__name__}); retrying in {wait:g} s",
+                  file=sys.stderr)
+            time.sleep(wait)
 
 
 def record_search(spec: SearchSpec, record: SearchRecord, summary: dict | None,

@@ -9,10 +9,10 @@ logged is never logged again.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import time
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -20,25 +20,13 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from core.hparams import FAULT_KEY, resolve
+from search.redact import first_line, redact
 from trainables.metrics import METRICS
 
 SEARCH_KEY = "tune_run.search_key"  # the experiment folder's absolute path
 TRIAL_ID = "tune_run.trial_id"
 PARENT = "mlflow.parentRunId"
 RETRY_AFTER_S = 10.0  # after a failed call to the tracking store
-
-
-def redact(uri: str | None) -> str:
-    """The URI with any password or token replaced, fit to print or log."""
-    if not uri:
-        return ""
-    parts = urlsplit(uri)
-    if parts.password is None and parts.username is None:
-        return uri
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
 def check_reachable(uri: str | None, timeout_s: float = 5.0) -> None:
@@ -66,6 +54,8 @@ class SearchRecord:
     def __init__(self, tracking_uri: str | None, experiment: str, search_key: str, name: str):
         import mlflow
 
+        # MLflow prints a run's URL, credentials included, when the run ends: never here.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
         self.client = MlflowClient(self.tracking_uri)
         self.search_key, self.name = search_key, name
@@ -193,7 +183,7 @@ def _tolerant(method):
             return method(self, *args, **kwargs)
         except Exception as e:  # the tracking store is out of our hands: any failure is possible
             if not self.lost:
-                print(f"tune-run: warning: MLflow logging failed ({type(e).__name__}); training "
+                print(f"tune-run: warning: MLflow logging failed ({first_line(e)}); training "
                       "goes on and the record is completed from Ray's results", file=sys.stderr)
             self.lost += 1
             self.record = None  # reconnect on a later event

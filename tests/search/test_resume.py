@@ -154,9 +154,22 @@ def test_interrupted_search_resumes_without_loss_or_duplicates(sig, image_folder
         assert "RUNNING" not in {s for s, _ in states.values()}
         assert any(s == "KILLED" for s, _ in states.values())
 
+    if sig == signal.SIGKILL:
+        # The same command again does not overwrite the unfinished search.
+        refused = search.run()
+        assert refused.returncode == 2
+        message = refused.stderr.strip()
+        assert len(message.splitlines()) == 1
+        assert "already exists" in message and "unfinished" in message
+        assert "--resume" in message and "--name interrupted-2" in message
+
     resumed = search.run("--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_one_clean_record(search, rows_before, midway)
+    if sig == signal.SIGKILL:
+        again = search.run("--resume")  # a finished search is not run again
+        assert again.returncode == 0 and "already finished" in again.stdout
+        assert search.result_rows() == search.result_rows() and len(search.result_rows()) == 5
 
 
 def test_two_interruptions_in_a_row_then_resume_with_optuna(image_folder, tmp_path):
@@ -171,23 +184,6 @@ def test_two_interruptions_in_a_row_then_resume_with_optuna(image_folder, tmp_pa
     resumed = search.run("--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_one_clean_record(search, rows_before, midway)
-
-
-def test_existing_search_is_not_overwritten_and_finished_one_is_not_rerun(image_folder,
-                                                                         tmp_path):
-    search = Search(tmp_path, image_folder)
-    _, _, _, _, _ = search.interrupt_when_two_finished_and_one_midway(search.start(),
-                                                                     signal.SIGKILL)
-    refused = search.run()
-    assert refused.returncode == 2
-    message = refused.stderr.strip()
-    assert len(message.splitlines()) == 1
-    assert "already exists" in message and "--resume" in message and "--name interrupted-2" in message
-
-    assert search.run("--resume").returncode == 0
-    again = search.run("--resume")
-    assert again.returncode == 0
-    assert "already finished" in again.stdout
 
 
 def test_sync_rebuilds_a_deleted_store_and_is_idempotent(image_folder, tmp_path):
