@@ -15,19 +15,19 @@ from search.spec import SearchSpec, SpecError
 from trainables.classifier import TrialSettings, train_classifier
 
 
-def start_ray(address: str | None) -> None:
-    """Joins the cluster at `address` (or RAY_ADDRESS), else starts a local Ray.
+def start_ray(address: str | None):
+    """Joins the cluster at `address` (or RAY_ADDRESS), else starts a local Ray; returns Ray's
+    context, or None if Ray was already running.
 
     A local Ray keeps Ray's token authentication and runs no dashboard.
     """
     # Ray warns at every forced experiment snapshot; with a checkpoint per epoch that is noise.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
-        return
+        return None
     if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=True)
+        return ray.init(address=address, log_to_driver=True)
+    return ray.init(include_dashboard=False, log_to_driver=True)
 
 
 def trial_resources(spec: SearchSpec) -> dict[str, float]:

@@ -38,3 +38,26 @@ def write_space(path: Path, settings: dict, space: str) -> Path:
     body = textwrap.indent(textwrap.dedent(space).strip(), "    ")
     path.write_text(f"from ray import tune\n\nsettings = {settings!r}\n\nspace = {{\n{body}\n}}\n")
     return path
+
+
+# What the reliability tests tried, reported at the end of the run (the README quotes it).
+FAULTS_INJECTED: dict[str, int] = {}
+
+
+def injected(kind: str, count: int = 1) -> None:
+    """Records that a test injected `count` faults of `kind` into a real search."""
+    FAULTS_INJECTED[kind] = FAULTS_INJECTED.get(kind, 0) + count
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "bad_input: one bad space file, flag or data folder")
+
+
+def pytest_terminal_summary(terminalreporter):
+    passed = terminalreporter.stats.get("passed", [])
+    bad_inputs = sum(1 for r in passed if "bad_input" in r.keywords)
+    if bad_inputs or FAULTS_INJECTED:
+        faults = ", ".join(f"{n} {k}" for k, n in sorted(FAULTS_INJECTED.items()))
+        terminalreporter.write_line(
+            f"reliability: {bad_inputs} bad inputs refused; "
+            f"{sum(FAULTS_INJECTED.values())} faults injected into real searches ({faults})")

@@ -118,6 +118,7 @@ def assert_refused(code: int, err: str, fragments: list[str], workdir: Path, bef
     assert set(workdir.iterdir()) == before  # no results folder, no mlflow.db, nothing
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("case_id,text,flags,fragments", BAD_SPACE_FILES,
                          ids=[c[0] for c in BAD_SPACE_FILES])
 def test_bad_space_file_or_flag_is_refused(case_id, text, flags, fragments, workdir, capsys):
@@ -145,6 +146,7 @@ def _data_cases(root: Path) -> dict[str, tuple[str, list[str]]]:
     }
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("case", ["missing", "empty", "no-classes"])
 def test_bad_data_folder_is_refused_before_anything_starts(case, tmp_path, monkeypatch, capsys):
     data_root = tmp_path / "data"
@@ -158,6 +160,7 @@ def test_bad_data_folder_is_refused_before_anything_starts(case, tmp_path, monke
     assert_refused(code, err, fragments, work, {work / "bad.py"})
 
 
+@pytest.mark.bad_input
 def test_unwritable_storage_is_refused(workdir, capsys):
     (workdir / "bad.py").write_text(space_file())
     (workdir / "a-file").write_text("")

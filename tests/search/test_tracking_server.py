@@ -19,7 +19,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from core.data import load_dataset
-from tests.conftest import REPO, write_space
+from tests.conftest import REPO, injected, write_space
 
 pytestmark = pytest.mark.slow
 
@@ -165,6 +165,7 @@ def test_server_down_mid_search_then_back_loses_nothing(server, image_folder, tm
             break
         time.sleep(0.5)
     server.stop()
+    injected("tracking server down")
     time.sleep(4)  # trials go on training while the server is away
     server.start()
     code, out, err = finish(proc)

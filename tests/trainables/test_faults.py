@@ -12,7 +12,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, write_space
+from tests.conftest import REPO, injected, write_space
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +49,8 @@ def faulty_search(image_folder, tmp_path_factory):
              "TUNE_RUN_TEST_FAULTS": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    for fault in faults[1:]:
+        injected(f"trial {fault['kind']}")
     results, fault_of_trial = {}, {}
     for path in (work / "results" / "faults").glob("*/result.json"):
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
