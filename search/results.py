@@ -12,6 +12,7 @@ from ray.tune import ResultGrid
 from core.augment import BatchAugment
 from core.data import Dataset
 from core.train import evaluate
+from search.report import leaderboard_rows, trial_histories
 from search.spec import SearchSpec
 from search.tracking import SearchRecord
 from trainables.checkpoints import model_from_checkpoint
@@ -47,22 +48,6 @@ class SearchResults:
         return "\n".join([fmt.format(*columns)] + [fmt.format(*line) for line in lines])
 
 
-def leaderboard(spec: SearchSpec, grid: ResultGrid) -> list[dict[str, Any]]:
-    """Each trial's best epoch by the search metric, best trial first."""
-    rows = []
-    for result in grid:
-        history = result.metrics_dataframe
-        if history is None or spec.metric not in history or history[spec.metric].isna().all():
-            continue
-        best = history[spec.metric].idxmax() if spec.mode == "max" else history[spec.metric].idxmin()
-        rows.append({"trial": result.metrics.get("trial_id", ""),
-                     "epochs": int(history["training_iteration"].max()),
-                     spec.metric: float(history[spec.metric][best]),
-                     **{k: result.config.get(k) for k in spec.dimensions}})
-    rows.sort(key=lambda r: r[spec.metric], reverse=spec.mode == "max")
-    return rows
-
-
 def test_split_score(checkpoint_dir: str, data: Dataset) -> tuple[torch.nn.Module, float, float]:
     """The checkpoint's model, and its loss and accuracy on the test split (on the CPU)."""
     model = model_from_checkpoint(checkpoint_dir)
@@ -75,10 +60,10 @@ def test_split_score(checkpoint_dir: str, data: Dataset) -> tuple[torch.nn.Modul
 def summarise(spec: SearchSpec, grid: ResultGrid,
               data: Dataset) -> tuple[SearchResults, torch.nn.Module]:
     """The leaderboard, and the best checkpoint's model scored on the test split."""
-    rows = leaderboard(spec, grid)
+    rows = [r for r in leaderboard_rows(spec, trial_histories(spec)) if r[spec.metric] is not None]
     if not rows:
         raise RuntimeError(f"no trial reported {spec.metric}; see the errors above")
-    best = grid.get_best_result(spec.metric, spec.mode, scope="all")
+    best = next(r for r in grid if r.metrics.get("trial_id") == rows[0]["trial"])
     checkpoint = best.get_best_checkpoint(spec.metric, spec.mode)
     model, test_loss, test_acc = test_split_score(checkpoint.path, data)
     results = SearchResults(spec.metric, rows, rows[0]["trial"], _hparams(best.config),

@@ -31,7 +31,7 @@ def sync_trials(spec: SearchSpec, record: SearchRecord, finished: bool) -> int:
     for trial in analysis.trials:
         run_id = record.child(trial.trial_id, run_name(trial.trial_id, trial.config, spec.dimensions),
                               trial_params(trial.config))
-        rows = _result_rows(Path(trial.path) / "result.json")
+        rows = result_rows(Path(trial.path) / "result.json")
         for row in rows:
             record.log_epoch(run_id, int(row["training_iteration"]), epoch_metrics(row),
                              int(row.get("timestamp", 0) * 1000))
@@ -47,7 +47,7 @@ def sync_trials(spec: SearchSpec, record: SearchRecord, finished: bool) -> int:
     return len(analysis.trials)
 
 
-def _result_rows(path: Path) -> list[dict]:
+def result_rows(path: Path) -> list[dict]:
     """One row per reported epoch; a step reported twice (a trial continued from an older
     checkpoint) keeps its first value, as MLflow does."""
     if not path.exists():
