@@ -47,8 +47,10 @@ def test_half_gpu_trials_run_four_at_once_on_the_gpus_ray_assigned(
     settings = {"dataset": "imagefolder", "data_dir": str(image_folder), "num_samples": 8,
                 "max_epochs": 3, "scheduler": "fifo", "gpus_per_trial": 0.5, "cpus_per_trial": 1,
                 "storage": str(tmp_path / "results"), "name": "gpus"}
-    space = {"lr": tune.choice([0.01, 0.05]), "width": 0.0625, "batch_size": 16}
-    spec = build_spec(Path("gpus.py"), settings, space)
+    # Epochs of at least 2 s, so the four trials that fit overlap even on a loaded machine.
+    space = {"lr": tune.choice([0.01, 0.05]), "width": 0.0625, "batch_size": 16,
+             "_fault": {"kind": "slow", "seconds": 2.0}}
+    spec = build_spec(Path("gpus.py"), settings, space, allow_faults=True)
     data = load_dataset("imagefolder", str(image_folder), cache_dir=str(tmp_path))
     probe = ConcurrencyProbe()
     grid = new_tuner(spec, data, [probe]).fit()

@@ -199,7 +199,8 @@ def test_sync_rebuilds_a_deleted_store_and_is_idempotent(image_folder, tmp_path)
 
     sync = [sys.executable, "-m", "search.cli", "sync", "interrupted", "--storage",
             str(tmp_path / "results"), "--tracking-uri", search.uri]
-    env = {"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    env = {"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"], "HOME": str(tmp_path),
+           "TUNE_RUN_TEST_FAULTS": "1"}
     first = subprocess.run(sync, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-3000:]
     assert _record(search) == original
