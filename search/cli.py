@@ -28,7 +28,7 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default
 
 # Flags that override a space file's settings, by setting name.
 OVERRIDE_FLAGS = ("name", "num_samples", "max_epochs", "search", "gpus_per_trial", "cpus_per_trial",
-                  "max_concurrent", "data_dir", "storage", "tracking_uri", "seed")
+                  "max_concurrent", "data_dir", "storage", "tracking_uri", "seed", "register")
 
 
 class OneLineParser(argparse.ArgumentParser):

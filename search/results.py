@@ -76,9 +76,10 @@ def _hparams(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
-def complete_parent_run(record: SearchRecord, summary: dict[str, Any],
-                        model: torch.nn.Module) -> None:
-    """Records the search's outcome on its parent run, once: what is there already is kept."""
+def complete_parent_run(record: SearchRecord, summary: dict[str, Any], model: torch.nn.Module,
+                        register: str | None = None) -> None:
+    """Records the search's outcome on its parent run, once: what is there already is kept.
+    With `register`, the best model also becomes a version of that registered model."""
     import mlflow
     import mlflow.pytorch
 
@@ -101,4 +102,9 @@ def complete_parent_run(record: SearchRecord, summary: dict[str, Any],
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             )
         client.set_tag(run_id, "tune_run.best_model", MODEL_NAME)
+    if register and run.data.tags.get("tune_run.registered_model") != register:
+        mlflow.set_tracking_uri(record.tracking_uri)
+        version = mlflow.register_model(f"runs:/{run_id}/{MODEL_NAME}", register)
+        client.set_tag(run_id, "tune_run.registered_model", register)
+        client.set_tag(run_id, "tune_run.registered_version", str(version.version))
     record.finish(run_id, "FINISHED")

@@ -146,7 +146,7 @@ def record_search(spec: SearchSpec, record: SearchRecord, summary: dict | None,
     if summary is None:
         record.finish(record.parent_id, "KILLED")
     else:
-        complete_parent_run(record, summary, model)
+        complete_parent_run(record, summary, model, spec.register)
     log_report(spec, record)
     return trials
 

@@ -65,6 +65,8 @@ SETTINGS: dict[str, HParam] = {h.name: h for h in (
            kind=str, optional=True),
     HParam("experiment", "tune-run", "MLflow experiment holding the search's parent run", kind=str),
     HParam("compile", False, "torch.compile the model on GPUs", choices=(False, True)),
+    HParam("register", None, "register the best model in MLflow's Model Registry under this name",
+           kind=str, optional=True),
 )}
 
 

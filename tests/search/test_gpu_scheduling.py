@@ -9,7 +9,8 @@ import ray
 from ray import tune
 
 from core.data import load_dataset
-from search.spec import build_spec
+from search.runner import run_search
+from search.spec import SpecError, build_spec
 from search.tuner import new_tuner
 
 pytestmark = pytest.mark.slow
@@ -64,3 +65,21 @@ def test_half_gpu_trials_run_four_at_once_on_the_gpus_ray_assigned(
     # Never more than two half-GPU trials on one GPU.
     assert max(max(s.values(), default=0) for s in probe.sharing) <= 2
     assert {ids for seen in probe.gpu_ids.values() for ids in seen} == {"0", "1"}
+
+
+@pytest.fixture
+def ray_with_one_logical_gpu():
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def test_more_gpus_per_trial_than_the_cluster_has_is_refused_before_any_record(
+        ray_with_one_logical_gpu, image_folder, tmp_path):
+    settings = {"dataset": "imagefolder", "data_dir": str(image_folder), "gpus_per_trial": 2,
+                "storage": str(tmp_path / "results"), "name": "too-many",
+                "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
+    spec = build_spec(Path("gpus.py"), settings, {"lr": tune.choice([0.01, 0.05])})
+    with pytest.raises(SpecError, match="--gpus-per-trial: 2 is more than the cluster's 1 GPUs"):
+        run_search(spec)
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "results").exists()

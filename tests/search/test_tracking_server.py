@@ -80,7 +80,7 @@ def server(tmp_path):
 
 
 def start_search(work: Path, image_folder: Path, uri: str, name: str, slow: float = 0.0,
-                 num_samples: int = 4) -> subprocess.Popen:
+                 num_samples: int = 4, flags: tuple[str, ...] = ()) -> subprocess.Popen:
     settings = {"dataset": "imagefolder", "data_dir": str(image_folder), "num_samples": num_samples,
                 "max_epochs": 3, "grace_period": 1, "reduction_factor": 2, "max_concurrent": 2,
                 "experiment": "over-http", "name": name, "storage": str(work / "results")}
@@ -92,7 +92,8 @@ def start_search(work: Path, image_folder: Path, uri: str, name: str, slow: floa
     """)
     env = {"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"], "HOME": str(work),
            "TUNE_RUN_TEST_FAULTS": "1", "MLFLOW_TRACKING_PASSWORD": SECRET}
-    return subprocess.Popen([sys.executable, "-m", "search.cli", str(space), "--tracking-uri", uri],
+    return subprocess.Popen([sys.executable, "-m", "search.cli", str(space), "--tracking-uri", uri,
+                             *flags],
                             cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
 
@@ -120,7 +121,8 @@ def runs_of(uri: str) -> tuple[MlflowClient, list, list]:
 def test_search_logs_over_http_and_keeps_secrets_out(server, image_folder, tmp_path):
     # Credentials in the URI: the server has no auth and ignores them; they must not leak.
     uri_with_secret = f"http://tuner:{SECRET}@127.0.0.1:{server.port}"
-    code, out, err = finish(start_search(tmp_path, image_folder, uri_with_secret, "secretive"))
+    code, out, err = finish(start_search(tmp_path, image_folder, uri_with_secret, "secretive",
+                                         flags=("--register", "tiny-resnet")))
     assert code == 0, err[-3000:]
 
     client, parents, children = runs_of(server.uri)
@@ -147,6 +149,14 @@ def test_search_logs_over_http_and_keeps_secrets_out(server, image_folder, tmp_p
     with torch.no_grad():
         predicted = model((torch.from_numpy(data.test_x).float() - mean) / std).argmax(1).numpy()
     assert float((predicted == data.test_y).mean()) == pytest.approx(parent.data.metrics["test_acc"])
+
+    # --register made the best model a version in the Model Registry, and it scores the same.
+    (version,) = client.search_model_versions("name = 'tiny-resnet'")
+    assert version.run_id == parent.info.run_id
+    registered = mlflow.pytorch.load_model(f"models:/tiny-resnet/{version.version}")
+    with torch.no_grad():
+        again = registered((torch.from_numpy(data.test_x).float() - mean) / std).argmax(1).numpy()
+    assert (again == predicted).all()
 
     stored = [str(v) for r in parents + children
               for v in (*r.data.params.values(), *r.data.tags.values())]

@@ -1,0 +1,198 @@
+"""tune-run's benchmark suite: one command, every section side by side on this machine.
+
+    .venv/bin/python benchmarks/run.py --data-dir /work/shared/datasets/cifar10 [--smoke]
+
+Writes benchmarks/RESULTS.md (a table per section, each target and whether it was met) and
+benchmarks/results.json (the raw numbers). The full run takes about 15-20 minutes on 2 CPU cores;
+--smoke shrinks every section to seconds to check that the script works (its numbers mean nothing)
+and writes RESULTS-smoke.md / results-smoke.json instead. Run it on a quiet machine: the sections
+time CPU work and another busy process skews every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[0] = str(HERE.parent)  # the repository root, not benchmarks/, so `benchmarks.x` imports
+
+from benchmarks import searches, throughput  # noqa: E402
+from benchmarks.writeup import write_markdown  # noqa: E402
+
+SECTIONS = ("compute", "tune_run", "baseline", "overhead", "memory", "asha")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each section does; FULL is calibrated to ~15-20 minutes on 2 quiet cores."""
+
+    compute_steps: int  # timed train steps of section 1, per thread count
+    throughput_subset: int  # train images of sections 2-3 (the same files in both)
+    throughput_epochs: int  # timed epochs of sections 2-3, after one warm-up epoch
+    overhead_trials: int  # trials per search of section 4
+    overhead_sizes: list[dict]  # section 4's trial sizes: label, subset, epochs
+    memory_subset: int  # images of section 5's data set (before its val/test split)
+    memory_concurrency: list[int]  # section 5's numbers of trials running at once
+    memory_reference_subset: int  # a small data set: the reference of section 5's copy check
+    asha_configs: int  # section 6's sampled configurations
+    asha_subset: int
+    asha_epochs: int
+
+
+FULL = Sizes(
+    compute_steps=30,
+    throughput_subset=5_000,
+    throughput_epochs=2,
+    overhead_trials=8,
+    # ~2 s and ~30 s trials at ~230 images/s (a 1-thread trial on a 2.x GHz EPYC core).
+    overhead_sizes=[{"label": "short", "subset": 400, "epochs": 2},
+                    {"label": "long", "subset": 2_500, "epochs": 3}],
+    memory_subset=20_000,  # 24,000 images with the test split: 70 MB of uint8
+    memory_concurrency=[1, 2, 4],  # 4 trials of 1 CPU on logical num_cpus=4
+    memory_reference_subset=3_000,  # 1,500 validation images: full 1024-image eval batches
+    asha_configs=12,
+    asha_subset=900,  # 630 train images (4 steps of 128 an epoch), 270 validation
+    asha_epochs=9,  # ASHA's rungs at 1, 3 and 9 epochs with reduction_factor 3
+)
+
+SMOKE = Sizes(
+    compute_steps=2,
+    throughput_subset=300,
+    throughput_epochs=1,
+    overhead_trials=2,
+    overhead_sizes=[{"label": "short", "subset": 150, "epochs": 1},
+                    {"label": "long", "subset": 300, "epochs": 2}],
+    memory_subset=600,
+    memory_concurrency=[1, 2],
+    memory_reference_subset=150,
+    asha_configs=2,
+    asha_subset=300,
+    asha_epochs=3,
+)
+
+
+def machine() -> dict:
+    import ray  # before psutil: Ray puts its vendored psutil on sys.path
+
+    # isort: split
+    import psutil
+    import torch
+    import torchvision
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                .splitlines() if line.startswith("model name")), platform.processor())
+    return {
+        "cpu": cpu, "logical_cores": psutil.cpu_count(), "physical_cores": psutil.cpu_count(False),
+        "memory_gb": psutil.virtual_memory().total / 1024**3,
+        "load_average_at_start": list(psutil.getloadavg()),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "torchvision": torchvision.__version__, "ray": ray.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def run_throughput(out: dict, sizes: Sizes, data_dir: Path, wanted: set[str]) -> None:
+    from core.data import load_dataset
+
+    if "compute" in wanted:
+        out["compute"] = [throughput.compute_limit(t, sizes.compute_steps) for t in (1, 2)]
+        _log("compute", out["compute"])
+    if not wanted & {"tune_run", "baseline"}:
+        return
+    # Sections 2-3 train on all of the subset: no validation split (val_fraction 0).
+    with tempfile.TemporaryDirectory(prefix="tune-run-bench-cache-") as cache:
+        start = time.perf_counter()
+        data = load_dataset("cifar10", str(data_dir), 0.0, sizes.throughput_subset, 0, cache)
+        decode_seconds = time.perf_counter() - start  # cold: no .npz cache yet
+    if "tune_run" in wanted:
+        out["tune_run"] = {
+            "decode_seconds": decode_seconds, "train_images": len(data.train_y),
+            "test_images": len(data.test_y),
+            "runs": [throughput.tune_run_path(data, t, sizes.throughput_epochs) for t in (1, 2)],
+        }
+        _log("tune_run", out["tune_run"])
+    if "baseline" in wanted:
+        files = throughput.subset_files(data_dir, sizes.throughput_subset, 0)
+        out["baseline"] = [
+            throughput.baseline_path(data_dir, files, data.mean, data.std, 1,
+                                     sizes.throughput_epochs, workers)
+            for workers in (2, 0)
+        ]
+        _log("baseline", out["baseline"])
+
+
+def run_searches(out: dict, sizes: Sizes, data_dir: Path, wanted: set[str]) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="tune-run-bench-"))
+    try:
+        if "overhead" in wanted:
+            out["overhead"] = searches.orchestration(
+                workdir, str(data_dir), sizes.overhead_sizes, sizes.overhead_trials)
+            _log("overhead", out["overhead"])
+        if "memory" in wanted:
+            out["memory"] = searches.memory(
+                workdir, str(data_dir), sizes.memory_subset, sizes.memory_reference_subset,
+                sizes.memory_concurrency)
+            _log("memory", out["memory"])
+        if "asha" in wanted:
+            out["asha"] = searches.asha_vs_fifo(
+                workdir, str(data_dir), sizes.asha_configs, sizes.asha_subset, sizes.asha_epochs)
+            _log("asha", out["asha"])
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _log(section: str, numbers) -> None:
+    print(f"\n=== {section}: {json.dumps(numbers, default=str)}\n", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True, type=Path,
+                        help="CIFAR-10 as train/<class>/*.jpg and test/<class>/*.jpg")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, seconds per section: checks the script, measures nothing")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
+    parser.add_argument("--out", type=Path, default=HERE, help="folder of RESULTS.md and JSON")
+    args = parser.parse_args(argv)
+    wanted = set(args.sections.split(","))
+    if wanted - set(SECTIONS):
+        parser.error(f"--sections: unknown {sorted(wanted - set(SECTIONS))}; "
+                     f"expected some of {','.join(SECTIONS)}")
+    if not (args.data_dir / "train").is_dir():
+        parser.error(f"--data-dir: {args.data_dir} has no train/ folder")
+
+    sizes = SMOKE if args.smoke else FULL
+    results = {
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "cwd": str(Path.cwd()),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "smoke": args.smoke, "sizes": asdict(sizes), "sections": sorted(wanted, key=SECTIONS.index),
+        "machine": machine(),
+    }
+    start = time.perf_counter()
+    run_throughput(results, sizes, args.data_dir.resolve(), wanted)
+    run_searches(results, sizes, args.data_dir.resolve(), wanted)
+    results["total_seconds"] = time.perf_counter() - start
+
+    suffix = "-smoke" if args.smoke else ""
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"results{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
+    markdown = write_markdown(results)
+    (args.out / f"RESULTS{suffix}.md").write_text(markdown)
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Sections 4-6: whole searches through tune-run's real Tuner (`search.tuner.new_tuner`).
+
+Each search is a spec from `search.spec.build_spec` (so the same validation as a space file), a data
+set from `core.data.load_dataset` with the spec's settings (as `search.runner.run_search` loads it),
+and `new_tuner(spec, data, callbacks=[])`: no MLflow, everything else as in a real search.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import time
+from pathlib import Path
+
+import ray
+from ray import tune
+
+from benchmarks.memory import MB, MemorySampler
+from benchmarks.throughput import BATCH, WIDTH
+from core.data import Dataset, load_dataset
+from search.report import leaderboard_rows, trial_histories
+from search.spec import SearchSpec, build_spec
+from search.tuner import new_tuner, start_ray
+
+# Section 4 and 5's one searched dimension (a spec needs one); SGD, the project's defaults.
+SGD_SPACE = {"lr": tune.loguniform(0.01, 0.2), "width": WIDTH, "batch_size": BATCH}
+# Section 6: a space where some configurations are bad, which is what ASHA is for.
+MIXED_SPACE = {
+    "optimizer": tune.choice(["sgd", "adamw"]),
+    "lr": tune.loguniform(1e-3, 0.3),  # sgd likes 0.02-0.3, adamw 1e-3-1e-2
+    "weight_decay": tune.loguniform(1e-5, 5e-3),
+    "width": WIDTH,
+    "batch_size": BATCH,
+}
+
+
+def start_local_ray(num_cpus: int) -> float:
+    """Starts the section's local Ray; returns its start-up time in seconds."""
+    start = time.perf_counter()
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    start_ray(None)  # already started: only sets tune-run's environment for Tune
+    return time.perf_counter() - start
+
+
+def make_spec(workdir: Path, name: str, data_dir: str, space: dict, **settings) -> SearchSpec:
+    """A validated spec of one CPU search in `workdir`, 1 CPU per trial, no retries."""
+    base = {"name": name, "dataset": "cifar10", "data_dir": data_dir, "search": "random",
+            "cpus_per_trial": 1, "max_failures": 0, "storage": str(workdir)}
+    return build_spec(workdir / f"{name}.py", base | settings, space)
+
+
+def load_for(spec: SearchSpec) -> tuple[Dataset, float]:
+    start = time.perf_counter()
+    data = load_dataset(spec.dataset, spec.data_dir, spec.val_fraction, spec.subset, spec.seed)
+    return data, time.perf_counter() - start
+
+
+def fit(spec: SearchSpec, data: Dataset) -> tuple[tune.ResultGrid, float]:
+    """Runs the search; returns its results and its wall time (Tuner built and fitted)."""
+    start = time.perf_counter()
+    grid = new_tuner(spec, data, callbacks=[]).fit()
+    seconds = time.perf_counter() - start
+    if grid.errors:
+        raise RuntimeError(f"{spec.name}: {len(grid.errors)} trials failed: {grid.errors[0]}")
+    return grid, seconds
+
+
+def dataset_mb(data: Dataset) -> float:
+    arrays = (data.train_x, data.train_y, data.val_x, data.val_y, data.test_x, data.test_y)
+    return sum(a.nbytes for a in arrays) / MB
+
+
+def orchestration(workdir: Path, data_dir: str, sizes: list[dict], trials: int) -> dict:
+    """Section 4: wall time of a FIFO search of `trials` trials, 2 at a time, against the ideal.
+
+    The ideal is the sum of the trials' own time (Ray's `time_total_s`: from the start of the
+    trainable to its last report) divided by the concurrency; overhead = 1 - ideal / wall.
+    """
+    concurrency = 2
+    out = {"ray_start_seconds": start_local_ray(num_cpus=2), "concurrency": concurrency, "runs": []}
+    try:
+        for size in sizes:
+            spec = make_spec(workdir, f"overhead-{size['label']}", data_dir, SGD_SPACE,
+                             scheduler="fifo", num_samples=trials, max_concurrent=concurrency,
+                             max_epochs=size["epochs"], subset=size["subset"], seed=4)
+            data, load_seconds = load_for(spec)
+            grid, wall = fit(spec, data)
+            trial_seconds = [r.metrics["time_total_s"] for r in grid]
+            epoch_seconds = [float(r.metrics_dataframe["epoch_seconds"].sum()) for r in grid]
+            ideal = sum(trial_seconds) / concurrency
+            out["runs"].append({
+                "label": size["label"], "trials": len(grid), "epochs": size["epochs"],
+                "train_images": len(data.train_y), "load_seconds": load_seconds,
+                "wall_seconds": wall, "mean_trial_seconds": sum(trial_seconds) / len(grid),
+                "ideal_seconds": ideal, "overhead": 1 - ideal / wall,
+                "training_ideal_seconds": sum(epoch_seconds) / concurrency,
+                "trial_seconds": trial_seconds, "trial_training_seconds": epoch_seconds,
+                "overhead_over_training": 1 - sum(epoch_seconds) / concurrency / wall,
+            })
+            del grid, data
+    finally:
+        ray.shutdown()
+    return out
+
+
+def memory(workdir: Path, data_dir: str, subset: int, reference_subset: int,
+           concurrencies: list[int]) -> dict:
+    """Section 5: peak memory of a one-epoch search with `c` trials running at once, per c.
+
+    Each run gets a fresh local Ray with as many logical CPUs as the largest concurrency, so the
+    fixed cost is the same in each and the object store holds only that run's data set; trials
+    reserve 1 CPU, as with cpus_per_trial=1. A last run at the largest concurrency on a small
+    data set (`reference_subset` images) is the reference: a trial holding its own copy of the
+    data would show it as private memory (USS) above the reference's.
+    """
+    num_cpus = max(concurrencies)
+    out = {"num_cpus": num_cpus, "physical_cores": os.cpu_count(), "runs": []}
+    plan = [(subset, c, False) for c in concurrencies] + [(reference_subset, num_cpus, True)]
+    for images, c, reference in plan:
+        # val_fraction 0.5 halves the epoch's time; the object store holds the whole set anyway.
+        spec = make_spec(workdir, f"memory-{images}-{c}", data_dir, SGD_SPACE,
+                         scheduler="fifo", num_samples=c, max_concurrent=c, max_epochs=1,
+                         subset=images, val_fraction=0.5, seed=5)
+        data, load_seconds = load_for(spec)
+        ray_seconds = start_local_ray(num_cpus=num_cpus)
+        try:
+            with MemorySampler() as idle:
+                time.sleep(1.0)
+            with MemorySampler() as sampler:
+                grid, wall = fit(spec, data)
+        finally:
+            ray.shutdown()
+        out["runs"].append({
+            "concurrency": c, "reference": reference, "trials": len(grid),
+            "wall_seconds": wall, "ray_start_seconds": ray_seconds,
+            "dataset_mb": dataset_mb(data),
+            "images": len(data.train_y) + len(data.val_y) + len(data.test_y),
+            "train_images": len(data.train_y), "load_seconds": load_seconds,
+            "idle_rss_mb": idle.peak_rss / MB, "idle_pss_mb": idle.peak_pss / MB,
+            **sampler.summary(),
+        })
+        del grid, data
+        gc.collect()
+    return out
+
+
+def asha_vs_fifo(workdir: Path, data_dir: str, configs: int, subset: int, epochs: int) -> dict:
+    """Section 6: the same `configs` sampled configurations searched with FIFO and with ASHA.
+
+    Both use search 'random' with one seed, so Ray's BasicVariantGenerator draws the same
+    configurations in the same order; the result grids are compared to check it.
+    """
+    out = {"ray_start_seconds": start_local_ray(num_cpus=2), "configs": configs,
+           "max_epochs": epochs, "runs": {}}
+    drawn = {}
+    try:
+        for scheduler in ("fifo", "asha"):
+            spec = make_spec(workdir, f"scheduler-{scheduler}", data_dir, MIXED_SPACE,
+                             scheduler=scheduler, num_samples=configs, max_concurrent=2,
+                             max_epochs=epochs, grace_period=1, reduction_factor=3,
+                             subset=subset, val_fraction=0.3, seed=6)
+            data, _ = load_for(spec)
+            grid, wall = fit(spec, data)
+            # The project's one leaderboard: each trial's epochs and best epoch, best trial first.
+            rows = leaderboard_rows(spec, trial_histories(spec))
+            drawn[scheduler] = sorted(json.dumps(r.config, sort_keys=True) for r in grid)
+            out["runs"][scheduler] = {
+                "trials": len(grid), "wall_seconds": wall,
+                "epochs": sum(r["epochs"] for r in rows),
+                "best_val_acc": rows[0]["val_acc"], "best_epoch": rows[0]["best_epoch"],
+                "best_config": {k: rows[0][k] for k in spec.dimensions},
+                "train_images": len(data.train_y), "val_images": len(data.val_y),
+                "epochs_per_trial": sorted((r["epochs"] for r in rows), reverse=True),
+            }
+            del grid, data
+    finally:
+        ray.shutdown()
+    out["same_configs"] = drawn["fifo"] == drawn["asha"]
+    return out
