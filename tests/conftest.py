@@ -33,6 +33,17 @@ def image_folder(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("images"))
 
 
+def search_runs(uri: str, experiment: str):
+    """(client, parent runs, child runs) of an MLflow experiment, read through the client."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
 def write_space(path: Path, settings: dict, space: str) -> Path:
     """A space file with `settings` (a dict literal) and `space` (Python source of the dict body)."""
     body = textwrap.indent(textwrap.dedent(space).strip(), "    ")

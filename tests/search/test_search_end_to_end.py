@@ -10,10 +10,9 @@ import mlflow.pytorch
 import numpy as np
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 
 from core.data import load_dataset
-from tests.conftest import REPO, write_space
+from tests.conftest import REPO, search_runs, write_space
 
 pytestmark = pytest.mark.slow
 
@@ -48,12 +47,7 @@ def finished_search(image_folder, tmp_path_factory):
 
 
 def _runs(uri):
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("e2e")
-    runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return client, parents, children
+    return search_runs(uri, "e2e")
 
 
 def test_one_parent_and_one_child_run_per_trial(finished_search):

@@ -19,7 +19,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from core.data import load_dataset
-from tests.conftest import REPO, injected, write_space
+from tests.conftest import REPO, injected, search_runs, write_space
 
 pytestmark = pytest.mark.slow
 
@@ -109,13 +109,8 @@ def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
-def runs_of(uri: str) -> tuple[MlflowClient, list, list]:
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("over-http")
-    runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return client, parents, children
+def runs_of(uri: str):
+    return search_runs(uri, "over-http")
 
 
 def test_search_logs_over_http_and_keeps_secrets_out(server, image_folder, tmp_path):
