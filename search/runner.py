@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 from ray import tune
+from ray.tune import ExperimentAnalysis
+from ray.tune.experiment import Trial
 
 from core.data import Dataset, load_dataset
 from search.redact import first_line
@@ -111,7 +113,7 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
         _save_spec(spec)
         tuner = new_tuner(spec, data, [callback])
     grid = tuner.fit()
-    finished = not callback.unfinished and len(grid) >= spec.num_samples * _grid_points(spec)
+    finished = not callback.unfinished and all_trials_ended(spec)
     results, model = summarise(spec, grid, data) if finished else (None, None)
     if results:
         (spec.experiment_path / DONE).write_text(json.dumps(results.summary(), indent=2))
@@ -161,6 +163,15 @@ def _check_tracking(uri: str | None) -> None:
         check_reachable(uri)
     except TrackingUnreachable as e:
         raise SpecError(str(e)) from None
+
+
+def all_trials_ended(spec: SearchSpec) -> bool:
+    """Whether Ray's saved experiment state has every trial of the search, each ended (finished,
+    stopped early or errored). Read from the folder, not from the callbacks: a Ctrl-C while a
+    restored search starts leaves trials PENDING there that no callback saw end."""
+    trials = ExperimentAnalysis(str(spec.experiment_path)).trials
+    ended = all(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials)
+    return ended and len(trials) >= spec.num_samples * _grid_points(spec)
 
 
 def _grid_points(spec: SearchSpec) -> int:
