@@ -78,6 +78,7 @@ def suggest(value: Any, choices: tuple | list) -> str:
 
 
 MODELS = ("resnet18",)  # what core/models.py's build_model builds
+PRECISIONS = ("auto", "fp32", "bf16")  # what core/precision.py's resolve_mode takes
 OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "adadelta", "rmsprop")
 SCHEDULES = ("constant", "step", "multistep", "exponential", "cosine", "onecycle")
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "prelu", "gelu")

@@ -28,7 +28,8 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default
 
 # Flags that override a space file's settings, by setting name.
 OVERRIDE_FLAGS = ("name", "num_samples", "max_epochs", "search", "gpus_per_trial", "cpus_per_trial",
-                  "max_concurrent", "data_dir", "storage", "tracking_uri", "seed", "register")
+                  "max_concurrent", "data_dir", "storage", "tracking_uri", "seed", "register",
+                  "precision", "scheduler")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -283,13 +284,17 @@ def describe(spec: SearchSpec, samples: int = 3) -> str:
     fixed = {k: v for k, v in spec.space.items() if k not in spec.dimensions}
     if fixed:
         lines.append("  fixed: " + ", ".join(f"{k}={v!r}" for k, v in fixed.items()))
-    if s["scheduler"] == "asha":
-        lines.append(f"  scheduler: ASHA on epochs, grace period {s['grace_period']}, reduction "
-                     f"factor {s['reduction_factor']:g}, max {s['max_epochs']} epochs")
+    if s["scheduler"] != "fifo":
+        form = ("trials pause at each rung; the top 1/reduction_factor are promoted"
+                if s["scheduler"] == "asha" else "Ray's stopping form")
+        lines.append(f"  scheduler: ASHA on epochs ({form}), grace period {s['grace_period']}, "
+                     f"reduction factor {s['reduction_factor']:g}, max {s['max_epochs']} epochs")
     else:
         lines.append(f"  scheduler: FIFO (no early stopping), {s['max_epochs']} epochs")
     lines.append(f"  search algorithm: {s['search']} (seed {s['seed']})")
     lines.append(f"  metric: {s['metric']} ({s['mode']})")
+    lines.append(f"  precision: {s['precision']}" + (" (bf16 autocast where the device runs it fast, "
+                 "else fp32), channels-last" if s["precision"] == "auto" else ", channels-last"))
     lines.append(f"  resources per trial: {s['cpus_per_trial']:g} CPU, {s['gpus_per_trial']:g} GPU "
                  "(GPUs only where the cluster has them)"
                  + (f", at most {s['max_concurrent']} at once" if s["max_concurrent"] else ""))

@@ -21,8 +21,8 @@ from ray.tune import ExperimentAnalysis
 from ray.tune.experiment import Trial
 from ray.tune.search.sample import Categorical, Float, Integer
 
+from search.experiment_folder import result_rows
 from search.spec import SearchSpec, SpecError
-from search.sync import result_rows
 from search.tracking import SearchRecord, ended_run
 
 REPORT_DIR = "report"  # in the experiment folder, and the artifact folder of the parent run
@@ -86,7 +86,7 @@ def trial_histories(spec: SearchSpec) -> list[tuple[Trial, list[dict]]]:
     if not spec.experiment_path.is_dir():
         raise SpecError(f"no experiment folder at {spec.experiment_path}")
     analysis = ExperimentAnalysis(str(spec.experiment_path))
-    return [(t, result_rows(Path(t.path) / "result.json")) for t in analysis.trials]
+    return [(t, result_rows(t.path)) for t in analysis.trials]
 
 
 def leaderboard_rows(spec: SearchSpec, histories: list[tuple[Trial, list[dict]]]

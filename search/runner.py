@@ -20,6 +20,7 @@ from ray.tune import ExperimentAnalysis
 from ray.tune.experiment import Trial
 
 from core.data import Dataset, load_dataset
+from search.promotion import spec_rungs
 from search.redact import first_line
 from search.report import log_report
 from search.results import SearchResults, complete_parent_run, summarise
@@ -106,7 +107,7 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
     record = SearchRecord(spec.tracking_uri, spec.experiment, str(spec.experiment_path), spec.name)
     _log_search_settings(record, spec)
     callback = MlflowTracking(spec.tracking_uri, spec.experiment, str(spec.experiment_path),
-                              spec.name, spec.max_epochs, spec.dimensions)
+                              spec.name, spec.max_epochs, spec.dimensions, spec_rungs(spec))
     if resume:
         tuner = restored_tuner(spec, data, [callback], retry_errored)
     else:

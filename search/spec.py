@@ -18,13 +18,16 @@ from typing import Any
 from ray.tune.search.sample import Categorical, Domain, Float, Function, Integer
 
 from core.data import DATASETS
-from core.hparams import FAULT_KEY, HPARAMS, MODELS, HParam, suggest
+from core.hparams import FAULT_KEY, HPARAMS, MODELS, PRECISIONS, HParam, suggest
 from trainables.metrics import METRICS
 
 
 class SpecError(Exception):
     """Bad input: the message is one line naming the file, field or flag, and what would be right."""
 
+
+# Promotion ASHA (search/promotion.py) by default; Ray's stopping ASHA; or no early stopping.
+SCHEDULERS = ("asha", "asha_stopping", "fifo")
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -39,7 +42,9 @@ SETTINGS: dict[str, HParam] = {h.name: h for h in (
     HParam("num_samples", 8, "number of trials (times each grid point)", kind=int, low=1, high=100000),
     HParam("max_epochs", 10, "epochs of a trial that is never stopped early", kind=int,
            low=1, high=100000),
-    HParam("scheduler", "asha", "early stopping: asha, or fifo (none)", choices=("asha", "fifo")),
+    HParam("scheduler", "asha", "early stopping: asha (trials pause at rungs, the best are "
+           "promoted), asha_stopping (Ray's form: trials stop at rungs), or fifo (none)",
+           choices=SCHEDULERS),
     HParam("grace_period", 1, "ASHA: epochs before a trial can be stopped", kind=int,
            low=1, high=100000),
     HParam("reduction_factor", 3.0, "ASHA: 1/fraction of trials kept at each rung",
@@ -65,6 +70,8 @@ SETTINGS: dict[str, HParam] = {h.name: h for h in (
            kind=str, optional=True),
     HParam("experiment", "tune-run", "MLflow experiment holding the search's parent run", kind=str),
     HParam("compile", False, "torch.compile the model on GPUs", choices=(False, True)),
+    HParam("precision", "auto", "auto (bf16 where the device runs it fast, else fp32), fp32 or bf16",
+           choices=PRECISIONS),
     HParam("register", None, "register the best model in MLflow's Model Registry under this name",
            kind=str, optional=True),
 )}
@@ -178,7 +185,7 @@ def _check_settings(where: str, settings: dict[str, Any], default_name: str) -> 
             f"{where}: settings.name: {full['name']!r} must be letters, digits, '.', '_' or '-' "
             "(no path), starting with a letter or digit"
         )
-    if full["scheduler"] == "asha" and full["grace_period"] > full["max_epochs"]:
+    if full["scheduler"] != "fifo" and full["grace_period"] > full["max_epochs"]:
         raise SpecError(
             f"{where}: settings.grace_period: {full['grace_period']} is more than max_epochs "
             f"({full['max_epochs']}); set it to at most max_epochs"

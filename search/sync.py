@@ -4,12 +4,11 @@ experiment folder. Idempotent: steps already logged are skipped and statuses alr
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from ray.tune import ExperimentAnalysis
 from ray.tune.experiment import Trial
 
+from search.experiment_folder import result_rows
+from search.promotion import spec_rungs
 from search.spec import SearchSpec
 from search.tracking import (
     SearchRecord,
@@ -31,12 +30,12 @@ def sync_trials(spec: SearchSpec, record: SearchRecord, finished: bool) -> int:
     for trial in analysis.trials:
         run_id = record.child(trial.trial_id, run_name(trial.trial_id, trial.config, spec.dimensions),
                               trial_params(trial.config))
-        rows = result_rows(Path(trial.path) / "result.json")
+        rows = result_rows(trial.path)
         for row in rows:
             record.log_epoch(run_id, int(row["training_iteration"]), epoch_metrics(row),
                              int(row.get("timestamp", 0) * 1000))
         if trial.status == Trial.TERMINATED:
-            record.finish(run_id, *ended_run(rows[-1] if rows else {}, spec.max_epochs))
+            record.finish(run_id, *ended_run(rows[-1] if rows else {}, spec.max_epochs, spec_rungs(spec)))
         elif trial.status == Trial.ERROR:
             record.finish(run_id, *errored_run(trial))
         elif not finished:
@@ -45,16 +44,3 @@ def sync_trials(spec: SearchSpec, record: SearchRecord, finished: bool) -> int:
     # state, is not a trial of the search: Ray starts a new one in its place.
     record.delete_children_except({t.trial_id for t in analysis.trials})
     return len(analysis.trials)
-
-
-def result_rows(path: Path) -> list[dict]:
-    """One row per reported epoch; a step reported twice (a trial continued from an older
-    checkpoint) keeps its first value, as MLflow does."""
-    if not path.exists():
-        return []
-    rows: dict[int, dict] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            rows.setdefault(int(row["training_iteration"]), row)
-    return [rows[step] for step in sorted(rows)]

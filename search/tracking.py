@@ -142,6 +142,10 @@ class SearchRecord:
             self.client.set_terminated(run_id, status)
 
 
+# What a trial reports about how it ran, recorded as tags of its child run.
+RUN_FACTS = ("device", "precision", "layout")
+
+
 def _quote(value: str) -> str:
     return value.replace("'", "\\'")
 
@@ -197,9 +201,9 @@ class MlflowTracking(Callback):
     """Ray Tune callback logging each trial to its child run, from the driver."""
 
     def __init__(self, tracking_uri: str | None, experiment: str, search_key: str, name: str,
-                 max_epochs: int, dimensions: list[str]):
+                 max_epochs: int, dimensions: list[str], rungs: tuple[int, ...] = ()):
         self.args = (tracking_uri, experiment, search_key, name)
-        self.max_epochs, self.dimensions = max_epochs, dimensions
+        self.max_epochs, self.dimensions, self.rungs = max_epochs, dimensions, tuple(rungs)
         self.record: SearchRecord | None = None
         self.unfinished: list[str] = []  # trials left unfinished when the experiment ended
         self.lost = 0  # events that could not be logged
@@ -224,7 +228,7 @@ class MlflowTracking(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict,
                         **info) -> None:
         metrics = epoch_metrics(result)
-        tags = {"tune_run.device": str(result["device"])} if "device" in result else None
+        tags = {f"tune_run.{key}": str(result[key]) for key in RUN_FACTS if key in result} or None
         timestamp = int(result.get("timestamp", time.time()) * 1000)
         run_id = self._run(trial)
         self.record.log_epoch(run_id, int(result["training_iteration"]), metrics, timestamp, tags)
@@ -232,7 +236,7 @@ class MlflowTracking(Callback):
     @_tolerant
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info) -> None:
         run_id = self._run(trial)
-        self.record.finish(run_id, *ended_run(trial.last_result or {}, self.max_epochs))
+        self.record.finish(run_id, *ended_run(trial.last_result or {}, self.max_epochs, self.rungs))
 
     @_tolerant
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info) -> None:
@@ -254,16 +258,19 @@ class MlflowTracking(Callback):
                 self.record.finish(run_id, "KILLED", {"tune_run.status": "interrupted"})
 
 
-def ended_run(last: dict[str, Any], max_epochs: int) -> tuple[str, dict[str, str]]:
-    """MLflow status and tags of a trial that ended (Ray's TERMINATED), from its last result."""
+def ended_run(last: dict[str, Any], max_epochs: int,
+              rungs: tuple[int, ...] = ()) -> tuple[str, dict[str, str]]:
+    """MLflow status and tags of a trial that ended (Ray's TERMINATED), from its last result;
+    `rungs` are ASHA's milestone epochs, to name the rung a trial stopped at."""
     epochs = int(last.get("training_iteration", 0))
     tags = {"tune_run.epochs": str(epochs)}
     if last.get("diverged"):
         return "FAILED", tags | {"tune_run.status": "diverged", "tune_run.failure":
                                  f"loss became {last.get('train_loss')} at epoch {epochs}"}
     if epochs < max_epochs:
-        return "FINISHED", tags | {"tune_run.status": "stopped_early",
-                                   "tune_run.stopped_at_epoch": str(epochs)}
+        rung = {"tune_run.stopped_at_rung": str(rungs.index(epochs) + 1)} if epochs in rungs else {}
+        return "FINISHED", tags | rung | {"tune_run.status": "stopped_early",
+                                          "tune_run.stopped_at_epoch": str(epochs)}
     return "FINISHED", tags | {"tune_run.status": "completed"}
 
 

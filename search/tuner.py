@@ -11,6 +11,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from core.data import Dataset
+from search.promotion import PromotionASHA
 from search.spec import SearchSpec, SpecError
 from trainables.classifier import TrialSettings, train_classifier
 
@@ -41,7 +42,8 @@ def trial_resources(spec: SearchSpec) -> dict[str, float]:
 
 def make_trainable(spec: SearchSpec, data: Dataset):
     # with_parameters puts the data set in the object store once; trials on a node share it.
-    settings = TrialSettings(model=spec.model, max_epochs=spec.max_epochs, compile=spec.compile)
+    settings = TrialSettings(model=spec.model, max_epochs=spec.max_epochs, compile=spec.compile,
+                             precision=spec.precision)
     trainable = tune.with_parameters(train_classifier, data=data, settings=settings)
     return tune.with_resources(trainable, trial_resources(spec))
 
@@ -49,7 +51,10 @@ def make_trainable(spec: SearchSpec, data: Dataset):
 def make_scheduler(spec: SearchSpec):
     if spec.scheduler == "fifo":
         return FIFOScheduler()
-    # Epochs are the time unit: the trainable reports once per epoch.
+    if spec.scheduler == "asha":
+        return PromotionASHA(max_epochs=spec.max_epochs, grace_period=spec.grace_period,
+                             reduction_factor=spec.reduction_factor)
+    # Ray's stopping form. Epochs are the time unit: the trainable reports once per epoch.
     return ASHAScheduler(time_attr="training_iteration", max_t=spec.max_epochs,
                          grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
 

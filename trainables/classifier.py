@@ -21,6 +21,7 @@ from core.finetune import freeze, load_pretrained
 from core.hparams import resolve
 from core.mixup import make_mixup
 from core.optim import make_optimizer, make_schedule
+from core.precision import resolve_mode
 from core.train import evaluate, steps_per_epoch, train_epoch
 from trainables import checkpoints
 from trainables.faults import inject_fault
@@ -37,6 +38,7 @@ class TrialSettings:
     model: str
     max_epochs: int
     compile: bool = False
+    precision: str = "auto"  # auto | fp32 | bf16 (core/precision.py)
 
 
 def train_classifier(config: dict, data: Dataset, settings: TrialSettings) -> None:
@@ -51,7 +53,8 @@ def train_classifier(config: dict, data: Dataset, settings: TrialSettings) -> No
     if hp["weights"]:
         load_pretrained(model, hp["weights"])
         freeze(model, hp["freeze"])
-    model = model.to(device, memory_format=_memory_format(device))
+    mode = resolve_mode(settings.precision, device)
+    model = model.to(device, memory_format=mode.memory_format)
     optimizer = make_optimizer(hp["optimizer"], [p for p in model.parameters() if p.requires_grad],
                                hp["lr"], hp["momentum"], hp["weight_decay"], hp["nesterov"])
     x, y = _on_device(data.train_x, data.train_y, device)
@@ -59,9 +62,9 @@ def train_classifier(config: dict, data: Dataset, settings: TrialSettings) -> No
     schedule = make_schedule(hp["schedule"], optimizer, settings.max_epochs,
                              steps_per_epoch(len(y), hp["batch_size"]), hp["warmup_epochs"])
     augment = BatchAugment(data.mean, data.std, crop_padding(data.image_size), data.hflip,
-                           _memory_format(device))
+                           mode.memory_format)
     mixup = make_mixup(hp["mixup_alpha"], data.num_classes)
-    amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    amp = mode.autocast_dtype
     step_model = torch.compile(model) if settings.compile and device.type == "cuda" else model
 
     done = _restore(tune.get_checkpoint(), model, optimizer, schedule, generator)
@@ -84,6 +87,7 @@ def train_classifier(config: dict, data: Dataset, settings: TrialSettings) -> No
             "epoch": epoch, "train_loss": stats.loss, "val_loss": val_loss, "val_acc": val_acc,
             "lr": lr, "sparsity": sparsity, "epoch_seconds": stats.seconds,
             "images_per_s": stats.images_per_s, "device": str(device),
+            "precision": mode.precision, "layout": mode.layout,
             "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
         }
         if diverged:
@@ -109,10 +113,6 @@ def _trial_device() -> torch.device:
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     return torch.device("cpu")
-
-
-def _memory_format(device: torch.device) -> torch.memory_format:
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
 def _on_device(x, y, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

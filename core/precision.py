@@ -1,0 +1,83 @@
+"""The numeric precision and memory layout a trial trains and evaluates in, on its device.
+
+`auto` picks bf16 autocast where the device runs it fast (a CUDA GPU with bf16; a CPU with AMX or
+AVX512-BF16, detected at run time) and fp32 elsewhere. The layout is channels-last on every device:
+on this project's CPUs it was 1.27x (fp32) and 1.38x (bf16) faster than NCHW for ResNet-18 at width
+0.25 with one thread, and tests/core/test_precision_matrix.py runs every width, thread count, layout,
+precision and convolution kind forward and backward in its own process to show none of them crashes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core.hparams import PRECISIONS
+
+LAYOUTS = ("channels_last", "nchw")
+
+# CPU flags (as Linux's /proc/cpuinfo names them) of instructions that make bf16 matmuls and
+# convolutions fast in oneDNN; without them bf16 is emulated and slower than fp32.
+FAST_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How one trial computes: `precision` is fp32 or bf16 (autocast), `layout` of the activations."""
+
+    precision: str
+    layout: str
+
+    def __post_init__(self):
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision {self.precision!r}: expected fp32 or bf16")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout {self.layout!r}: expected one of {', '.join(LAYOUTS)}")
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return torch.bfloat16 if self.precision == "bf16" else None
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.layout == "channels_last" else torch.contiguous_format
+
+    def __str__(self) -> str:
+        return f"{self.precision} {self.layout}"
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The instruction-set flags of this machine's first CPU (empty where there is no cpuinfo)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_has_fast_bf16(flags: set[str] | None = None) -> bool:
+    """Whether this CPU runs bf16 convolutions natively (AMX or AVX512-BF16)."""
+    flags = cpu_flags() if flags is None else flags
+    return any(f in flags for f in FAST_BF16_CPU_FLAGS)
+
+
+def device_has_fast_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return cpu_has_fast_bf16()
+    return False
+
+
+def resolve_mode(precision: str, device: torch.device) -> Mode:
+    """The Mode a trial on `device` uses for the `precision` setting (auto, fp32 or bf16)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        precision = "bf16" if device_has_fast_bf16(device) else "fp32"
+    return Mode(precision, "channels_last")
