@@ -21,8 +21,8 @@ class BatchAugment:
         if len(mean) != len(std):
             raise ValueError(f"mean and std differ in length: {len(mean)} vs {len(std)}")
         self.mean, self.std, self.padding, self.hflip = mean, std, padding, hflip
-        # channels_last on GPUs; on CPUs torch 2.14's oneDNN convolution backward crashed on
-        # channels_last inputs of few channels with one thread, so batches are made contiguous.
+        # The layout the model trains in (core/precision.py): batches leave here in it, with fresh
+        # strides (tests/core/test_precision_matrix.py runs every layout through oneDNN).
         self.memory_format = memory_format
 
     def __repr__(self) -> str:
