@@ -26,7 +26,11 @@ def final_weights(model: nn.Module) -> nn.Module:
 def inference_copy(model: nn.Module) -> nn.Module:
     """A copy of `model` in eval mode, pruning made permanent and BatchNorm folded where the model
     traces with torch.fx (else the copy as it is: same outputs, just not fused)."""
-    frozen = final_weights(copy.deepcopy(model)).eval()
+    # A pruned module's `weight` is computed from weight_orig and the mask, with autograd history,
+    # and such tensors refuse deepcopy: the copy gets detached ones (its hooks recompute them).
+    computed = {id(m.weight): m.weight.detach().clone() for m, _ in prunable(model)
+                if not m.weight.is_leaf}
+    frozen = final_weights(copy.deepcopy(model, computed)).eval()
     try:
         from torch.fx.experimental.optimization import fuse
 
