@@ -26,58 +26,62 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[0] = str(HERE.parent)  # the repository root, not benchmarks/, so `benchmarks.x` imports
 
-from benchmarks import searches, throughput  # noqa: E402
+from benchmarks import cli_searches, searches, throughput  # noqa: E402
 from benchmarks.writeup import write_markdown  # noqa: E402
 
-SECTIONS = ("compute", "tune_run", "baseline", "overhead", "memory", "asha")
+SECTIONS = ("compute", "trial", "baseline", "searches", "precision", "overhead", "memory")
+DEFAULT_SECTIONS = ("compute", "trial", "baseline", "searches", "precision", "overhead")
 
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much work each section does; FULL is calibrated to ~15-20 minutes on 2 quiet cores."""
+    """How much work each section does; FULL is calibrated to ~35 minutes on 2 quiet cores."""
 
-    compute_steps: int  # timed train steps of section 1, per thread count
+    compute_steps: int  # timed train steps of section 1, per mode
     throughput_subset: int  # train images of sections 2-3 (the same files in both)
     throughput_epochs: int  # timed epochs of sections 2-3, after one warm-up epoch
-    overhead_trials: int  # trials per search of section 4
-    overhead_sizes: list[dict]  # section 4's trial sizes: label, subset, epochs
-    memory_subset: int  # images of section 5's data set (before its val/test split)
-    memory_concurrency: list[int]  # section 5's numbers of trials running at once
-    memory_reference_subset: int  # a small data set: the reference of section 5's copy check
-    asha_configs: int  # section 6's sampled configurations
-    asha_subset: int
-    asha_epochs: int
+    search: dict  # section 4's search settings (tune-run's, the usual pipeline's, FIFO's)
+    precision: dict  # section 5's search settings, run once in fp32 and once in bf16
+    overhead_trials: int  # trials per search of section 6
+    overhead_sizes: list[dict]  # section 6's trial sizes: label, subset, epochs
+    memory_subset: int  # images of section 7's data set (before its val/test split)
+    memory_concurrency: list[int]  # section 7's numbers of trials running at once
+    memory_reference_subset: int  # a small data set: the reference of section 7's copy check
 
+
+# The issue's search: 10,000 CIFAR-10 training images and 2,000 for validation, ResNet-18 at width
+# 0.25, SGD over learning rate and weight decay, at most 4 epochs, ASHA with grace period 1 and
+# reduction factor 2, two trials at a time, one CPU each.
+SEARCH = {"dataset": "cifar10", "subset": 12_000, "val_fraction": 2_000 / 12_000, "num_samples": 8,
+          "max_epochs": 4, "grace_period": 1, "reduction_factor": 2, "max_concurrent": 2,
+          "cpus_per_trial": 1, "search": "random", "seed": 11, "max_failures": 0}
 
 FULL = Sizes(
-    compute_steps=30,
+    compute_steps=20,
     throughput_subset=5_000,
     throughput_epochs=2,
+    search=SEARCH,
+    precision=SEARCH | {"subset": 6_000, "num_samples": 4, "scheduler": "fifo", "seed": 12},
     overhead_trials=8,
-    # ~2 s and ~30 s trials at ~230 images/s (a 1-thread trial on a 2.x GHz EPYC core).
-    overhead_sizes=[{"label": "short", "subset": 400, "epochs": 2},
-                    {"label": "long", "subset": 2_500, "epochs": 3}],
+    # ~3 s and ~30 s trials at ~380 images/s (a 1-thread bf16 trial on this Xeon).
+    overhead_sizes=[{"label": "short", "subset": 700, "epochs": 2},
+                    {"label": "long", "subset": 5_000, "epochs": 3}],
     memory_subset=20_000,  # 24,000 images with the test split: 70 MB of uint8
     memory_concurrency=[1, 2, 4],  # 4 trials of 1 CPU on logical num_cpus=4
-    memory_reference_subset=3_000,  # 1,500 validation images: full 1024-image eval batches
-    asha_configs=12,
-    asha_subset=900,  # 630 train images (4 steps of 128 an epoch), 270 validation
-    asha_epochs=9,  # ASHA's rungs at 1, 3 and 9 epochs with reduction_factor 3
+    memory_reference_subset=3_000,
 )
 
 SMOKE = Sizes(
     compute_steps=2,
     throughput_subset=300,
     throughput_epochs=1,
+    search=SEARCH | {"subset": 600, "num_samples": 4, "max_epochs": 2},
+    precision=SEARCH | {"subset": 600, "num_samples": 2, "max_epochs": 1, "scheduler": "fifo"},
     overhead_trials=2,
-    overhead_sizes=[{"label": "short", "subset": 150, "epochs": 1},
-                    {"label": "long", "subset": 300, "epochs": 2}],
+    overhead_sizes=[{"label": "short", "subset": 150, "epochs": 1}],
     memory_subset=600,
     memory_concurrency=[1, 2],
     memory_reference_subset=150,
-    asha_configs=2,
-    asha_subset=300,
-    asha_epochs=3,
 )
 
 
@@ -102,38 +106,56 @@ def machine() -> dict:
 
 
 def run_throughput(out: dict, sizes: Sizes, data_dir: Path, wanted: set[str]) -> None:
+    import torch
+
     from core.data import load_dataset
+    from core.precision import LAYOUTS, Mode
 
     if "compute" in wanted:
-        out["compute"] = [throughput.compute_limit(t, sizes.compute_steps) for t in (1, 2)]
+        out["compute"] = [throughput.compute_limit(1, sizes.compute_steps, Mode(p, layout))
+                          for p in ("fp32", "bf16") for layout in reversed(LAYOUTS)]
         _log("compute", out["compute"])
-    if not wanted & {"tune_run", "baseline"}:
+    if not wanted & {"trial", "baseline"}:
         return
+    torch.set_num_threads(1)
     # Sections 2-3 train on all of the subset: no validation split (val_fraction 0).
     with tempfile.TemporaryDirectory(prefix="tune-run-bench-cache-") as cache:
         start = time.perf_counter()
         data = load_dataset("cifar10", str(data_dir), 0.0, sizes.throughput_subset, 0, cache)
         decode_seconds = time.perf_counter() - start  # cold: no .npz cache yet
-    if "tune_run" in wanted:
-        out["tune_run"] = {
-            "decode_seconds": decode_seconds, "train_images": len(data.train_y),
-            "test_images": len(data.test_y),
-            "runs": [throughput.tune_run_path(data, t, sizes.throughput_epochs) for t in (1, 2)],
-        }
-        _log("tune_run", out["tune_run"])
+    if "trial" in wanted:
+        out["trial"] = {"decode_seconds": decode_seconds, "train_images": len(data.train_y),
+                        **throughput.tune_run_path(data, 1, sizes.throughput_epochs)}
+        _log("trial", out["trial"])
     if "baseline" in wanted:
         files = throughput.subset_files(data_dir, sizes.throughput_subset, 0)
-        out["baseline"] = [
-            throughput.baseline_path(data_dir, files, data.mean, data.std, 1,
-                                     sizes.throughput_epochs, workers)
-            for workers in (2, 0)
-        ]
+        out["baseline"] = throughput.baseline_path(data_dir, files, data.mean, data.std, 1,
+                                                   sizes.throughput_epochs, workers=2)
         _log("baseline", out["baseline"])
 
 
 def run_searches(out: dict, sizes: Sizes, data_dir: Path, wanted: set[str]) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="tune-run-bench-"))
+    data = {"data_dir": str(data_dir)}
     try:
+        if "searches" in wanted:
+            runs = {
+                "tune_run": cli_searches.run_cli_search(workdir, "asha", sizes.search | data),
+                "usual": cli_searches.usual_pipeline_search(workdir, str(data_dir), sizes.search),
+                "tune_run_fifo": cli_searches.run_cli_search(
+                    workdir, "fifo", sizes.search | data | {"scheduler": "fifo"}),
+            }
+            runs["same_configs"] = cli_searches.same_configs(
+                runs["tune_run"], runs["usual"], runs["tune_run_fifo"])
+            out["searches"] = runs | {"settings": sizes.search}
+            _log("searches", out["searches"])
+        if "precision" in wanted:
+            runs = {p: cli_searches.run_cli_search(workdir, f"precision-{p}",
+                                                   sizes.precision | data | {"precision": p})
+                    for p in ("fp32", "bf16")}
+            runs["same_configs"] = cli_searches.same_configs(runs["fp32"], runs["bf16"])
+            out["precision"] = runs | {"settings": sizes.precision}
+            _log("precision", out["precision"])
         if "overhead" in wanted:
             out["overhead"] = searches.orchestration(
                 workdir, str(data_dir), sizes.overhead_sizes, sizes.overhead_trials)
@@ -143,10 +165,6 @@ def run_searches(out: dict, sizes: Sizes, data_dir: Path, wanted: set[str]) -> N
                 workdir, str(data_dir), sizes.memory_subset, sizes.memory_reference_subset,
                 sizes.memory_concurrency)
             _log("memory", out["memory"])
-        if "asha" in wanted:
-            out["asha"] = searches.asha_vs_fifo(
-                workdir, str(data_dir), sizes.asha_configs, sizes.asha_subset, sizes.asha_epochs)
-            _log("asha", out["asha"])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -161,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="CIFAR-10 as train/<class>/*.jpg and test/<class>/*.jpg")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes, seconds per section: checks the script, measures nothing")
-    parser.add_argument("--sections", default=",".join(SECTIONS),
-                        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
+    parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
+                        help=f"comma-separated subset of {','.join(SECTIONS)} "
+                        f"(default: {','.join(DEFAULT_SECTIONS)})")
     parser.add_argument("--out", type=Path, default=HERE, help="folder of RESULTS.md and JSON")
     args = parser.parse_args(argv)
     wanted = set(args.sections.split(","))

@@ -1,4 +1,4 @@
-"""Sections 4-6: whole searches through tune-run's real Tuner (`search.tuner.new_tuner`).
+"""Sections 6-7: searches through tune-run's real Tuner (`search.tuner.new_tuner`), timed inside.
 
 Each search is a spec from `search.spec.build_spec` (so the same validation as a space file), a data
 set from `core.data.load_dataset` with the spec's settings (as `search.runner.run_search` loads it),
@@ -8,7 +8,6 @@ and `new_tuner(spec, data, callbacks=[])`: no MLflow, everything else as in a re
 from __future__ import annotations
 
 import gc
-import json
 import os
 import time
 from pathlib import Path
@@ -19,20 +18,11 @@ from ray import tune
 from benchmarks.memory import MB, MemorySampler
 from benchmarks.throughput import BATCH, WIDTH
 from core.data import Dataset, load_dataset
-from search.report import leaderboard_rows, trial_histories
 from search.spec import SearchSpec, build_spec
 from search.tuner import new_tuner, start_ray
 
 # Section 4 and 5's one searched dimension (a spec needs one); SGD, the project's defaults.
 SGD_SPACE = {"lr": tune.loguniform(0.01, 0.2), "width": WIDTH, "batch_size": BATCH}
-# Section 6: a space where some configurations are bad, which is what ASHA is for.
-MIXED_SPACE = {
-    "optimizer": tune.choice(["sgd", "adamw"]),
-    "lr": tune.loguniform(1e-3, 0.3),  # sgd likes 0.02-0.3, adamw 1e-3-1e-2
-    "weight_decay": tune.loguniform(1e-5, 5e-3),
-    "width": WIDTH,
-    "batch_size": BATCH,
-}
 
 
 def start_local_ray(num_cpus: int) -> float:
@@ -142,39 +132,4 @@ def memory(workdir: Path, data_dir: str, subset: int, reference_subset: int,
         })
         del grid, data
         gc.collect()
-    return out
-
-
-def asha_vs_fifo(workdir: Path, data_dir: str, configs: int, subset: int, epochs: int) -> dict:
-    """Section 6: the same `configs` sampled configurations searched with FIFO and with ASHA.
-
-    Both use search 'random' with one seed, so Ray's BasicVariantGenerator draws the same
-    configurations in the same order; the result grids are compared to check it.
-    """
-    out = {"ray_start_seconds": start_local_ray(num_cpus=2), "configs": configs,
-           "max_epochs": epochs, "runs": {}}
-    drawn = {}
-    try:
-        for scheduler in ("fifo", "asha"):
-            spec = make_spec(workdir, f"scheduler-{scheduler}", data_dir, MIXED_SPACE,
-                             scheduler=scheduler, num_samples=configs, max_concurrent=2,
-                             max_epochs=epochs, grace_period=1, reduction_factor=3,
-                             subset=subset, val_fraction=0.3, seed=6)
-            data, _ = load_for(spec)
-            grid, wall = fit(spec, data)
-            # The project's one leaderboard: each trial's epochs and best epoch, best trial first.
-            rows = leaderboard_rows(spec, trial_histories(spec))
-            drawn[scheduler] = sorted(json.dumps(r.config, sort_keys=True) for r in grid)
-            out["runs"][scheduler] = {
-                "trials": len(grid), "wall_seconds": wall,
-                "epochs": sum(r["epochs"] for r in rows),
-                "best_val_acc": rows[0]["val_acc"], "best_epoch": rows[0]["best_epoch"],
-                "best_config": {k: rows[0][k] for k in spec.dimensions},
-                "train_images": len(data.train_y), "val_images": len(data.val_y),
-                "epochs_per_trial": sorted((r["epochs"] for r in rows), reverse=True),
-            }
-            del grid, data
-    finally:
-        ray.shutdown()
-    out["same_configs"] = drawn["fifo"] == drawn["asha"]
     return out

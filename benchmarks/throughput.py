@@ -21,6 +21,7 @@ from core.data import Dataset, _list_image_folder, _take_list
 from core.losses import classification_loss
 from core.models import build_model
 from core.optim import make_optimizer, make_schedule
+from core.precision import Mode, resolve_mode
 from core.train import steps_per_epoch, train_epoch
 
 MODEL = "resnet18"
@@ -40,40 +41,49 @@ def _model_and_optimizer(threads: int) -> tuple[torch.nn.Module, torch.optim.Opt
     return model, optimizer
 
 
-def compute_limit(threads: int, steps: int) -> dict:
-    """Images/s of forward, loss, backward and SGD step on one random batch kept in memory."""
+def compute_limit(threads: int, steps: int, mode: Mode) -> dict:
+    """Images/s of forward, loss, backward and SGD step on one random batch kept in memory, in
+    `mode`'s precision (autocast) and layout."""
     model, optimizer = _model_and_optimizer(threads)
+    model = model.to(memory_format=mode.memory_format)
     x = torch.randn(BATCH, 3, IMAGE, IMAGE)  # (B, 3, 32, 32), already normalised
+    x = x.contiguous(memory_format=mode.memory_format)
     y = torch.randint(0, CLASSES, (BATCH,))
     model.train()
     for i in range(WARMUP_STEPS + steps):
         if i == WARMUP_STEPS:
             start = time.perf_counter()
-        loss = classification_loss(model(x), y, 0.0)
+        with torch.autocast("cpu", dtype=mode.autocast_dtype, enabled=mode.autocast_dtype is not None):
+            loss = classification_loss(model(x), y, 0.0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     seconds = time.perf_counter() - start
-    return {"threads": threads, "steps": steps, "images": steps * BATCH, "seconds": seconds,
-            "images_per_s": steps * BATCH / seconds}
+    return {"threads": threads, "precision": mode.precision, "layout": mode.layout, "steps": steps,
+            "images": steps * BATCH, "seconds": seconds, "images_per_s": steps * BATCH / seconds}
 
 
 def tune_run_path(data: Dataset, threads: int, epochs: int) -> dict:
     """Images/s of `train_epoch` over whole epochs of `data.train_x`, after one warm-up epoch.
 
     Set up as `trainables.classifier.train_classifier` does on a CPU: the uint8 arrays wrapped
-    without a copy, the trial's generator, a cosine schedule stepped per optimizer step.
+    without a copy, the trial's generator, a cosine schedule stepped per optimizer step, and the
+    precision and layout that `precision: auto` picks on this CPU.
     """
+    mode = resolve_mode("auto", torch.device("cpu"))
     model, optimizer = _model_and_optimizer(threads)
+    model = model.to(memory_format=mode.memory_format)
     x, y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
     schedule = make_schedule("cosine", optimizer, 1 + epochs, steps_per_epoch(len(y), BATCH))
-    augment = BatchAugment(data.mean, data.std, crop_padding(data.image_size), data.hflip)
+    augment = BatchAugment(data.mean, data.std, crop_padding(data.image_size), data.hflip,
+                           mode.memory_format)
     generator = torch.Generator("cpu").manual_seed(0)
-    stats = [train_epoch(model, x, y, augment, optimizer, schedule, BATCH, 0.0, None, generator)
-             for _ in range(1 + epochs)]
+    stats = [train_epoch(model, x, y, augment, optimizer, schedule, BATCH, 0.0, None, generator,
+                         mode.autocast_dtype) for _ in range(1 + epochs)]
     timed = stats[1:]
     images, seconds = sum(s.images for s in timed), sum(s.seconds for s in timed)
-    return {"threads": threads, "epochs": epochs, "train_images": len(y), "images": images,
+    return {"threads": threads, "precision": mode.precision, "layout": mode.layout,
+            "epochs": epochs, "train_images": len(y), "images": images,
             "seconds": seconds, "images_per_s": images / seconds,
             "epoch_seconds": [s.seconds for s in timed], "warmup_seconds": stats[0].seconds}
 
