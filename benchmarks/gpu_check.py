@@ -880,6 +880,20 @@ def target_share(c: list[dict] | None) -> tuple[bool, str] | None:
 # ---------------------------------------------------------------------------------------------------
 
 
+def guarded(section: str, notes: list[str], fn, *args):
+    """fn(*args), or None with a note (and the traceback on stderr) when it raises: the report is
+    still written, with the other sections."""
+    try:
+        return fn(*args)
+    except Exception as e:
+        import traceback
+
+        traceback.print_exc()
+        notes.append(f"({section}): failed with {first_line(e)}")
+        say(f"({section}) failed: {first_line(e)}")
+        return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(HERE / "RESULTS-gpu.md"), help="the markdown report")
@@ -912,7 +926,7 @@ def main() -> int:
         say(f"{DATA} is missing (run benchmarks/make_gpu_subset.py); (b) and (c) are skipped")
         notes += [f"(b): {DATA.name} missing", f"(c): {DATA.name} missing"]
 
-    # Worker processes start now (they import torch, no CUDA yet) while the main process measures.
+    # The worker processes start first (they import torch, no CUDA yet), all of them before any timing.
     for folder in ("bench", "trials"):
         (log_dir / folder).mkdir()
     bench_pool = Pool(len(MODES), log_dir / "bench")
@@ -937,10 +951,11 @@ def main() -> int:
         bench_pool.close()
 
         if data is not None:
-            b = section_b(data, device, sizes, plan)
+            b = guarded("b", notes, section_b, data, device, sizes, plan)
         if cuda:
-            d = section_d(device, sizes)
-            say(f"(d) {d.get('first_line', 'no out-of-memory error')}")
+            d = guarded("d", notes, section_d, device, sizes)
+            if d is not None:
+                say(f"(d) {d.get('first_line', 'no out-of-memory error')}")
         else:
             notes.append("(d): no GPU; an out-of-memory error is not provoked on the CPU")
         if trial_pool is not None:
@@ -949,7 +964,7 @@ def main() -> int:
             if left < rounds * (window + 12):
                 window = max(2.0, left / rounds - 12)
                 notes.append(f"(c) window shortened to {window:.0f} s to fit the budget")
-            c = section_c(trial_pool, sizes, device, window, plan.ready_s)
+            c = guarded("c", notes, section_c, trial_pool, sizes, device, window, plan.ready_s)
     finally:
         bench_pool.close()
         if trial_pool is not None:
