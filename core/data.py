@@ -80,6 +80,25 @@ def load_dataset(
     return Dataset(name, classes, train_x, train_y, val_x, val_y, test_x, test_y, mean, std, hflip)
 
 
+def check_data_folder(name: str, data_dir: str | None) -> str:
+    """Checks that a data set can be found, without decoding it; returns what was found.
+
+    Raises DataError naming the folder and what it should hold.
+    """
+    if name == "digits":
+        return "scikit-learn's bundled 8x8 digits (no folder needed)"
+    if name not in ("cifar10", "imagefolder"):
+        raise DataError(f"dataset {name!r}: expected one of {', '.join(DATASETS)}")
+    root = _find_root(name, data_dir)
+    if name == "cifar10" and _is_torchvision_cifar(root):
+        return f"torchvision's cifar-10-batches-py in {root}"
+    train, classes = _list_image_folder(root / "train", root)
+    test, test_classes = _list_image_folder(root / "test", root)
+    if test_classes != classes:
+        raise DataError(f"{root}: test/ has classes {test_classes}, train/ has {classes}")
+    return f"{len(train):,} train and {len(test):,} test images in {len(classes)} classes in {root}"
+
+
 def _digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
     from sklearn.datasets import load_digits
 

@@ -19,9 +19,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from search.redact import redact
+from search.domains import describe as describe_domain
+from search.domains import is_grid
+from search.redact import first_line, redact, redact_text
 from search.spec import SETTINGS, SearchSpec, SpecError, load_spec
 
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default
@@ -127,6 +130,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tune-run: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as e:  # the one guard: a bug or an outside failure, never a traceback dump
+        log = _write_traceback(argv)
+        print(f"tune-run: failed: {first_line(e)} (full traceback: {log})", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _write_traceback(argv: list[str]) -> Path:
+    """Writes the current exception's traceback (secrets redacted) to a log file; returns it."""
+    import tempfile
+    import time
+    import traceback
+
+    folder = Path(tempfile.gettempdir()) / "tune-run-logs"
+    folder.mkdir(exist_ok=True)
+    log = folder / f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    log.write_text(redact_text(f"tune-run {' '.join(argv)}\n\n{traceback.format_exc()}"))
+    return log
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -135,7 +155,13 @@ def _run(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     spec = _spec(args, overrides)
     if args.dry_run:
+        from search.preflight import run_checks
+
+        checks = run_checks(spec, args.address, create=False)
         print(describe(spec))
+        print("  checks passed (nothing was started or written):")
+        for check in checks:
+            print(f"    {check.name}: {check.detail}")
         return 0
     from search.runner import experiment_state, progress_text, run_search
 
@@ -280,7 +306,7 @@ def describe(spec: SearchSpec, samples: int = 3) -> str:
     lines.append(f"  model: {s['model']}")
     lines.append("  dimensions:")
     for key in spec.dimensions:
-        lines.append(f"    {key}: {_describe_dimension(spec.space[key])}")
+        lines.append(f"    {key}: {describe_domain(spec.space[key])}")
     fixed = {k: v for k, v in spec.space.items() if k not in spec.dimensions}
     if fixed:
         lines.append("  fixed: " + ", ".join(f"{k}={v!r}" for k, v in fixed.items()))
@@ -308,21 +334,10 @@ def describe(spec: SearchSpec, samples: int = 3) -> str:
     return "\n".join(lines)
 
 
-def _describe_dimension(value: Any) -> str:
-    from ray.tune.search.sample import Categorical
-
-    if isinstance(value, dict):
-        return f"grid_search {value['grid_search']}"
-    if isinstance(value, Categorical):
-        return f"choice {value.categories}"
-    sampler = type(value.get_sampler()).__name__.strip("_").lower()
-    return f"{type(value).__name__.lower()} {sampler} [{value.lower:g}, {value.upper:g})"
-
-
 def _sample(value: Any, i: int) -> Any:
     import numpy as np
 
-    if isinstance(value, dict):
+    if is_grid(value):
         grid = value["grid_search"]
         return grid[i % len(grid)]
     sampled = value.sample(random_state=np.random.default_rng(i))

@@ -21,6 +21,7 @@ from ray.tune import ExperimentAnalysis
 from ray.tune.experiment import Trial
 from ray.tune.search.sample import Categorical, Float, Integer
 
+from search.domains import is_log, value_set
 from search.experiment_folder import result_rows
 from search.spec import SearchSpec, SpecError
 from search.tracking import SearchRecord, ended_run
@@ -227,20 +228,13 @@ def _distribution(domain: Any, observed: list[Any]):
             return "categories other than None, bool, int, float or str"
         return CategoricalDistribution(list(choices))
     if isinstance(domain, (Float, Integer)):
-        # Ray's Integer excludes its upper bound; its q-variants and Float's may reach it.
-        upper = domain.upper - 1 if isinstance(domain, Integer) else domain.upper
-        low = min(observed + ([domain.lower] if math.isfinite(domain.lower) else []))
-        high = max(observed + ([upper] if math.isfinite(upper) else []))
+        values = value_set(domain)
+        bounds = [] if values is None else [values.low, values.high]
+        low, high = min(observed + bounds), max(observed + bounds)
         if isinstance(domain, Integer):
-            return IntDistribution(int(low), int(high), log=_is_log(domain))
-        return FloatDistribution(float(low), float(high), log=_is_log(domain))
+            return IntDistribution(int(low), int(high), log=is_log(domain))
+        return FloatDistribution(float(low), float(high), log=is_log(domain))
     return f"{type(domain).__name__} domains have no Optuna distribution"
-
-
-def _is_log(domain: Float | Integer) -> bool:
-    sampler = domain.get_sampler()
-    inner = getattr(sampler, "sampler", sampler)  # a Quantized sampler wraps the real one
-    return isinstance(inner, (Float._LogUniform, Integer._LogUniform))
 
 
 # --- plots --------------------------------------------------------------------------------------
@@ -322,7 +316,7 @@ def _plot_metric_vs(spec: SearchSpec, rows: list[dict[str, Any]], name: str, pat
 def _axis_kind(domain: Any, values: list[Any]) -> tuple[str, list[Any]]:
     """'log', 'linear' or 'categorical', and the categories in their order."""
     if isinstance(domain, (Float, Integer)):
-        return ("log" if _is_log(domain) else "linear"), []
+        return ("log" if is_log(domain) else "linear"), []
     if isinstance(domain, Categorical):
         categories = list(domain.categories)
     elif isinstance(domain, dict):

@@ -20,13 +20,15 @@ from ray.tune import ExperimentAnalysis
 from ray.tune.experiment import Trial
 
 from core.data import Dataset, load_dataset
+from search.domains import grid_points
+from search.preflight import check_tracking_uri, run_checks
 from search.promotion import spec_rungs
 from search.redact import first_line
 from search.report import log_report
 from search.results import SearchResults, complete_parent_run, summarise
 from search.spec import SearchSpec, SpecError, load_spec
 from search.sync import sync_trials
-from search.tracking import MlflowTracking, SearchRecord, TrackingUnreachable, check_reachable
+from search.tracking import MlflowTracking, SearchRecord
 
 SAVED_SPACE = "space"  # folder of the space file's copy, in the experiment folder
 SAVED_SETTINGS = "tune_run.json"  # the resolved settings, for `--resume NAME`
@@ -62,18 +64,6 @@ def _lines(path: Path) -> int:
         return sum(1 for line in f if line.strip())
 
 
-def check_storage(spec: SearchSpec) -> None:
-    """The storage folder (or its nearest existing parent) must be writable."""
-    folder = Path(spec.storage).resolve()
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir() or not _writable(existing):
-        raise SpecError(f"--storage: {folder} is not a writable folder ({existing} is not writable)")
-
-
-def _writable(path: Path) -> bool:
-    return os.access(path, os.W_OK | os.X_OK)
-
-
 def resume_command(spec: SearchSpec) -> str:
     return f"tune-run --resume {spec.name} --storage {spec.storage}"
 
@@ -98,10 +88,10 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
     """Runs (or resumes) the search of `spec`; returns whether it finished and its results."""
     from search.tuner import new_tuner, restored_tuner, start_ray, trial_resources
 
-    check_storage(spec)
+    run_checks(spec, address)  # tracking URI, storage, data folder, cluster address
+    _fail_fast_over_http(spec.tracking_uri)
     if data is None:
         data = load_dataset(spec.dataset, spec.data_dir, spec.val_fraction, spec.subset, spec.seed)
-    _check_tracking(spec.tracking_uri)
     start_ray(address)
     trial_resources(spec)  # more GPUs per trial than the cluster has: refused before any record
     record = SearchRecord(spec.tracking_uri, spec.experiment, str(spec.experiment_path), spec.name)
@@ -154,16 +144,12 @@ def record_search(spec: SearchSpec, record: SearchRecord, summary: dict | None,
     return trials
 
 
-def _check_tracking(uri: str | None) -> None:
+def _fail_fast_over_http(uri: str | None) -> None:
     if uri and uri.startswith(("http://", "https://")):
         # Fail fast while a server is down: the callback skips it for a while and Ray's files keep
         # what it missed (MLflow's own default retries for minutes with backoff).
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    try:
-        check_reachable(uri)
-    except TrackingUnreachable as e:
-        raise SpecError(str(e)) from None
 
 
 def all_trials_ended(spec: SearchSpec) -> bool:
@@ -172,15 +158,7 @@ def all_trials_ended(spec: SearchSpec) -> bool:
     restored search starts leaves trials PENDING there that no callback saw end."""
     trials = ExperimentAnalysis(str(spec.experiment_path)).trials
     ended = all(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials)
-    return ended and len(trials) >= spec.num_samples * _grid_points(spec)
-
-
-def _grid_points(spec: SearchSpec) -> int:
-    points = 1
-    for value in spec.space.values():
-        if isinstance(value, dict) and "grid_search" in value:
-            points *= len(value["grid_search"])
-    return points
+    return ended and len(trials) >= spec.num_samples * grid_points(spec.space)
 
 
 def _save_spec(spec: SearchSpec) -> None:
@@ -196,7 +174,8 @@ def sync_search(spec: SearchSpec) -> int:
     folder; returns the number of trials. Running it twice changes nothing."""
     from trainables.checkpoints import model_from_checkpoint
 
-    _check_tracking(spec.tracking_uri)
+    check_tracking_uri(spec.tracking_uri)
+    _fail_fast_over_http(spec.tracking_uri)
     record = SearchRecord(spec.tracking_uri, spec.experiment, str(spec.experiment_path), spec.name)
     _log_search_settings(record, spec, reopen=False)
     done = spec.experiment_path / DONE

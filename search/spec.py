@@ -9,16 +9,18 @@ Everything is checked here, once, before anything is started or written.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ray.tune.search.sample import Categorical, Domain, Float, Function, Integer
+from ray.tune.search.sample import Domain
 
 from core.data import DATASETS
 from core.hparams import FAULT_KEY, HPARAMS, MODELS, PRECISIONS, HParam, suggest
+from search.domains import domain_problem, is_dimension, largest_value
 from trainables.metrics import METRICS
 
 
@@ -136,20 +138,35 @@ def _import(path: Path):
     module = importlib.util.module_from_spec(spec)
     writes_bytecode = sys.dont_write_bytecode
     sys.dont_write_bytecode = True  # leave no __pycache__ beside the user's file
+    hard_exit = os._exit
+    os._exit = _refuse_exit  # a space file must not end tune-run without a word
     try:
         spec.loader.exec_module(module)
+    except (SystemExit, _SpaceFileExited) as e:
+        code = e.code if isinstance(e, SystemExit) else e.args[0]
+        raise SpecError(f"{path}{_user_line(e, path)}: the space file ends the program while "
+                        f"being loaded (exit code {code}); a space file only defines dicts") from None
     except SyntaxError as e:
         raise SpecError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
     except Exception as e:  # the file is user code: any error it raises is bad input
         line = _user_line(e, path)
         raise SpecError(f"{path}{line}: {type(e).__name__}: {e}") from None
     finally:
+        os._exit = hard_exit
         sys.dont_write_bytecode = writes_bytecode
         sys.modules.pop(module_name, None)
     return module
 
 
-def _user_line(e: Exception, path: Path) -> str:
+class _SpaceFileExited(Exception):
+    """A space file called os._exit while being loaded."""
+
+
+def _refuse_exit(code: int = 0) -> None:
+    raise _SpaceFileExited(code)
+
+
+def _user_line(e: BaseException, path: Path) -> str:
     tb, line = e.__traceback__, ""
     while tb is not None:
         if Path(tb.tb_frame.f_code.co_filename).resolve() == path.resolve():
@@ -210,7 +227,7 @@ def _check_space(where: str, space: dict[str, Any], settings: dict[str, Any],
             hint = suggest(key, list(HPARAMS)) or (
                 f"; {key!r} is a setting: put it in `settings`" if key in SETTINGS else "")
             raise SpecError(f"{where}: space.{key}: unknown hyperparameter{hint}")
-        if _is_dimension(value):
+        if is_dimension(value):
             dims.append(key)
         problem = _check_value(HPARAMS[key], value, settings)
         if problem:
@@ -223,54 +240,16 @@ def _check_space(where: str, space: dict[str, Any], settings: dict[str, Any],
     return dims
 
 
-def _is_dimension(value: Any) -> bool:
-    return isinstance(value, Domain) or _is_grid(value)
-
-
-def _is_grid(value: Any) -> bool:
-    return isinstance(value, dict) and set(value) == {"grid_search"}
-
-
 def _check_value(h: HParam, value: Any, settings: dict[str, Any]) -> str | None:
     """What is wrong with a fixed value or a domain of hyperparameter `h`, or None."""
-    if _is_grid(value):
-        if settings["search"] == "optuna":
-            return "tune.grid_search needs settings.search = 'random'; Optuna samples, use tune.choice"
-        values = value["grid_search"]
-        if not isinstance(values, list) or not values:
-            return "tune.grid_search needs a non-empty list"
-        return _first(h.check(v) for v in values)
-    if isinstance(value, Categorical):
-        return _first(h.check(v) for v in value.categories)
-    if isinstance(value, Function):
-        if settings["search"] == "optuna":
-            return "tune.sample_from cannot be searched by Optuna; use tune.choice or a range"
-        return None  # arbitrary code: checked by the trainable when it runs
-    if isinstance(value, (Float, Integer)):
-        return _check_range(h, value)
-    if isinstance(value, Domain):
-        return f"unsupported Ray Tune domain {type(value).__name__}"
-    problem = h.check(value)
-    if problem is None and h.name == "warmup_epochs" and value >= settings["max_epochs"]:
-        return f"{value} must be less than settings.max_epochs ({settings['max_epochs']})"
+    if isinstance(value, (Domain, dict)):
+        problem = domain_problem(h, value, settings["search"])
+    else:
+        problem = h.check(value)
+    largest = largest_value(value)
+    if problem is None and h.name == "warmup_epochs" and largest is not None \
+            and largest >= settings["max_epochs"]:
+        return f"{largest:g} must be less than settings.max_epochs ({settings['max_epochs']})"
     return problem
 
 
-def _check_range(h: HParam, domain: Float | Integer) -> str | None:
-    if h.choices is not None or h.kind is str:
-        allowed = ", ".join(repr(c) for c in h.choices) if h.choices else "a string"
-        return f"takes {allowed}; use tune.choice([...]) instead of a numeric range"
-    if h.kind is int and isinstance(domain, Float):
-        return "takes whole numbers; use tune.randint or tune.choice instead of a float range"
-    lower, upper = domain.lower, domain.upper
-    if isinstance(domain, Integer):
-        upper = upper - 1  # Ray's randint excludes its upper bound
-    # Ray's float samplers never return their upper bound, so it may sit on an open end.
-    upper_ok = h.in_range(upper) or (isinstance(domain, Float) and h.high_open and upper == h.high)
-    if not h.in_range(lower) or not upper_ok:
-        return f"range [{lower:g}, {domain.upper:g}] must lie in {h.range_text()}"
-    return None
-
-
-def _first(problems) -> str | None:
-    return next((p for p in problems if p), None)

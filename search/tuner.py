@@ -28,7 +28,9 @@ def start_ray(address: str | None):
         return None
     if address:
         return ray.init(address=address, log_to_driver=True)
-    return ray.init(include_dashboard=False, log_to_driver=True)
+    # address="local": always a new Ray of this search's own, never one that `ray start` or an
+    # earlier run left on this machine (ray.init() would join it, or hang on its stale address).
+    return ray.init(address="local", include_dashboard=False, log_to_driver=True)
 
 
 def trial_resources(spec: SearchSpec) -> dict[str, float]:

@@ -1,0 +1,177 @@
+"""Checks of everything outside the space file, before Ray starts or anything is written.
+
+The tracking URI (a scheme MLflow can use; the server, database or folder reachable), the storage
+folder (creatable and writable), the data folder (there, with class folders) and the cluster address
+(one TCP connection with a timeout of a few seconds). A failed check raises SpecError with one line
+naming the flag or setting; `tune-run SPACE --dry-run` runs the same checks and lists them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from search.redact import redact
+from search.spec import SearchSpec, SpecError
+
+# Schemes of MLflow tracking stores; a URI without one is a local folder (MLflow's file store).
+FILE_SCHEMES = ("", "file")
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+SERVER_SCHEMES = ("http", "https")
+ADDRESS_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    detail: str
+
+
+def run_checks(spec: SearchSpec, address: str | None, create: bool = True) -> list[Check]:
+    """Runs every check; returns what passed, or raises SpecError at the first that fails.
+
+    `create` makes the storage folder (a real run needs it); a dry run only checks it could be made.
+    """
+    checks = [
+        check_tracking_uri(spec.tracking_uri),
+        check_storage(spec.storage),
+        check_data(spec),
+        check_address(address),
+    ]
+    if create:  # only once everything passed: a refused search leaves nothing behind
+        make_storage(spec.storage)
+    return checks
+
+
+def check_tracking_uri(uri: str | None) -> Check:
+    from search.tracking import TrackingUnreachable, check_reachable
+
+    if not uri:
+        return Check("tracking", "MLflow's default store, sqlite:///mlflow.db in this folder")
+    scheme = urlparse(uri).scheme.split("+")[0].lower()
+    if len(scheme) == 1:  # a Windows drive letter, not a scheme
+        scheme = ""
+    if scheme in SERVER_SCHEMES:
+        try:
+            check_reachable(uri)
+        except TrackingUnreachable as e:
+            raise SpecError(str(e)) from None
+        return Check("tracking", f"server {redact(uri)} answers")
+    if scheme == "sqlite":
+        return Check("tracking", _check_sqlite(uri))
+    if scheme in DATABASE_SCHEMES:
+        _check_database(uri)
+        return Check("tracking", f"database {redact(uri)} accepts connections")
+    if scheme in FILE_SCHEMES:
+        folder = Path(urlparse(uri).path if scheme == "file" else uri)
+        _check_creatable(folder, "--tracking-uri")
+        return Check("tracking", f"folder {folder} can be written")
+    allowed = ", ".join(f"{s}://" for s in (*SERVER_SCHEMES, *DATABASE_SCHEMES, "file"))
+    raise SpecError(f"--tracking-uri: {redact(uri)}: MLflow cannot track to a {scheme}:// URI; "
+                    f"use one of {allowed} or a local folder")
+
+
+def _check_sqlite(uri: str) -> str:
+    path = uri.split("://", 1)[1]
+    if path.startswith("/"):
+        path = path[1:]  # sqlite:///relative.db and sqlite:////absolute.db
+    if not path or path == ":memory:":
+        raise SpecError(f"--tracking-uri: {uri}: name a database file, e.g. sqlite:///mlflow.db")
+    db = Path(path)
+    if db.exists() and not db.is_file():
+        raise SpecError(f"--tracking-uri: {uri}: {db} is not a file")
+    if db.exists():
+        if not os.access(db, os.W_OK):
+            raise SpecError(f"--tracking-uri: {uri}: {db} is not writable")
+        return f"SQLite database {db} can be written"
+    _check_creatable(db.parent, "--tracking-uri")
+    return f"SQLite database {db} can be created"
+
+
+def _check_database(uri: str) -> None:
+    """One connection to a database store, with a short timeout (needs its driver installed)."""
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 5}
+                                          if uri.startswith("postgresql") else {})
+        with engine.connect():
+            pass
+    except ModuleNotFoundError as e:
+        raise SpecError(f"--tracking-uri: {redact(uri)}: the database driver {e.name!r} is not "
+                        f"installed; pip install it (e.g. psycopg2-binary for PostgreSQL)") from None
+    except Exception as e:  # any refusal of the database is bad input here
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise SpecError(f"--tracking-uri: {redact(uri)}: cannot connect ({redact(reason)})") from None
+
+
+def check_storage(storage: str) -> Check:
+    """The storage folder: a local (or mounted shared) folder that exists or can be made."""
+    scheme = urlparse(storage).scheme
+    if "://" in storage and len(scheme) > 1:
+        raise SpecError(f"--storage: {storage}: {scheme}:// storage is not supported yet; give a "
+                        f"local folder, or a shared folder mounted on every node (NFS)")
+    folder = Path(storage).resolve()
+    _check_creatable(folder, "--storage")
+    return Check("storage", f"folder {folder} is writable or can be created")
+
+
+def make_storage(storage: str) -> None:
+    folder = Path(storage).resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".tune-run-probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise SpecError(f"--storage: {folder} is not a writable folder ({e.strerror})") from None
+
+
+def _check_creatable(folder: Path, flag: str) -> None:
+    """The folder exists and is writable, or its nearest existing parent is a writable folder."""
+    folder = folder.resolve()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise SpecError(f"{flag}: {folder} is not a writable folder: {existing} is a file")
+    if not _writable(existing):
+        raise SpecError(f"{flag}: {folder} is not a writable folder: {existing} is not writable")
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def check_data(spec: SearchSpec) -> Check:
+    from core.data import DataError, check_data_folder
+
+    try:
+        return Check("data", check_data_folder(spec.dataset, spec.data_dir))
+    except DataError as e:
+        raise SpecError(str(e)) from None
+
+
+def check_address(address: str | None) -> Check:
+    """One TCP connection to the cluster's address, so a dead cluster is one line, not a hang."""
+    if not address:
+        return Check("cluster", "a new local Ray for this search (no --address)")
+    if address in ("auto", "local"):
+        return Check("cluster", f"Ray's {address!r} address")
+    parsed = urlparse(address if "://" in address else f"ray://{address}")
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise SpecError(f"--address: {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379)")
+    try:
+        with socket.create_connection((host, port), timeout=ADDRESS_TIMEOUT_S):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise SpecError(f"--address: no Ray cluster answers at {host}:{port} ({reason}, within "
+                        f"{ADDRESS_TIMEOUT_S:g} s); start it, or leave --address out to run "
+                        f"locally") from None
+    return Check("cluster", f"{host}:{port} accepts connections")

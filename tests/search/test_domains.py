@@ -1,0 +1,107 @@
+"""Every Ray Tune domain is checked against a hyperparameter's range with its own bounds."""
+
+from __future__ import annotations
+
+import pytest
+from ray import tune
+
+from core.hparams import HPARAMS, HParam
+from search.domains import ValueSet, describe, domain_problem, largest_value, value_set
+
+# A float range [0, 1) and an integer range [1, 10], as the table declares ranges.
+UNIT = HParam("unit", 0.0, "test", low=0.0, high=1.0, high_open=True)
+OPEN_LOW = HParam("open_low", 1.0, "test", low=0.0, high=10.0, low_open=True)  # like lr: (0, 10]
+COUNT = HParam("count", 1, "test", kind=int, low=1, high=10)
+
+
+@pytest.mark.parametrize("domain,expected", [
+    (tune.uniform(0.0, 1.0), ValueSet(0.0, 1.0, False)),  # Ray never draws a float's upper bound
+    (tune.loguniform(1e-3, 1.0), ValueSet(1e-3, 1.0, False)),
+    (tune.quniform(0.0, 1.0, 0.25), ValueSet(0.0, 1.0, True)),  # quantized: upper included
+    (tune.qloguniform(0.1, 1.0, 0.1), ValueSet(0.1, 1.0, True)),
+    (tune.randint(1, 10), ValueSet(1, 9, True)),  # integers exclude their upper bound
+    (tune.lograndint(1, 10), ValueSet(1, 9, True)),
+    (tune.qrandint(0, 10, 2), ValueSet(0, 10, True)),  # q > 1: upper included
+    (tune.qrandint(1, 10, 1), ValueSet(1, 9, True)),  # q == 1: as randint
+    (tune.qlograndint(2, 10, 2), ValueSet(2, 10, True)),
+    (tune.randn(0.0, 1.0), None),
+    (tune.qrandn(0.0, 1.0, 0.5), None),
+])
+def test_value_set_follows_rays_bounds(domain, expected):
+    assert value_set(domain) == expected
+
+
+@pytest.mark.parametrize("domain", [
+    tune.uniform(0.0, 1.0),  # 1.0 itself is never drawn, and [0, 1) excludes it: fine
+    tune.quniform(0.0, 0.75, 0.25),
+    tune.choice([0.0, 0.5]),
+    tune.grid_search([0.0, 0.9]),
+    tune.sample_from(lambda _: 0.5),
+])
+def test_domains_inside_the_range_pass(domain):
+    assert domain_problem(UNIT, domain, "random") is None
+
+
+@pytest.mark.parametrize("domain,fragment", [
+    (tune.quniform(0.0, 1.0, 0.25), "[0, 1]"),  # can draw 1.0, which [0, 1) excludes
+    (tune.uniform(-0.1, 0.5), "[-0.1, 0.5)"),
+    (tune.uniform(0.0, 1.5), "[0, 1.5)"),
+    (tune.randn(0.0, 0.1), "any number"),
+    (tune.qrandn(0.5, 0.1, 0.1), "any number"),
+    (tune.choice([]), "nothing to choose"),
+    (tune.choice([0.5, 1.0]), "must be in [0, 1)"),
+    (tune.choice([0.5, tune.uniform(0, 1)]), "plain values"),
+    (tune.grid_search([]), "non-empty list"),
+    (tune.sample_from(lambda _: 2.0), "returned a bad value"),
+    (tune.sample_from(lambda spec: spec.config.lr * 2), "failed when called"),
+    ({"a": 1}, "nested dicts"),
+    (tune.uniform(0.5, 0.5), "holds no value"),
+])
+def test_domains_that_can_leave_the_range_are_refused(domain, fragment):
+    problem = domain_problem(UNIT, domain, "random")
+    assert problem is not None and fragment in problem, problem
+
+
+def test_an_open_lower_end_refuses_a_range_starting_on_it():
+    assert "(0, 10]" not in (domain_problem(OPEN_LOW, tune.uniform(0.01, 10.0), "random") or "")
+    assert domain_problem(OPEN_LOW, tune.uniform(0.0, 1.0), "random") is not None
+    assert domain_problem(OPEN_LOW, tune.loguniform(1e-4, 10.0), "random") is None
+    assert domain_problem(OPEN_LOW, tune.quniform(0.0, 1.0, 0.5), "random") is not None
+
+
+@pytest.mark.parametrize("domain,ok", [
+    (tune.randint(1, 11), True),  # 1..10
+    (tune.randint(1, 12), False),  # can draw 11
+    (tune.randint(0, 5), False),  # can draw 0
+    (tune.qrandint(2, 10, 2), True),  # 2..10, upper included
+    (tune.qrandint(2, 12, 2), False),  # can draw 12
+    (tune.lograndint(1, 11), True),
+    (tune.qlograndint(2, 12, 2), False),
+])
+def test_integer_domains_at_their_bounds(domain, ok):
+    assert (domain_problem(COUNT, domain, "random") is None) is ok
+
+
+def test_float_ranges_are_refused_for_whole_numbers():
+    problem = domain_problem(COUNT, tune.uniform(1, 5), "random")
+    assert "whole numbers" in problem
+
+
+def test_numeric_ranges_are_refused_for_choices():
+    problem = domain_problem(HPARAMS["optimizer"], tune.uniform(0, 1), "random")
+    assert "tune.choice" in problem
+
+
+def test_optuna_refuses_grids_and_functions():
+    assert "grid_search" in domain_problem(UNIT, tune.grid_search([0.1]), "optuna")
+    assert "Optuna" in domain_problem(UNIT, tune.sample_from(lambda _: 0.1), "optuna")
+
+
+def test_largest_value_and_description():
+    assert largest_value(tune.randint(0, 5)) == 4
+    assert largest_value(tune.qrandint(0, 6, 3)) == 6
+    assert largest_value(tune.grid_search([1, 3])) == 3
+    assert largest_value(2) == 2
+    assert describe(tune.loguniform(1e-3, 0.1)) == "float loguniform [0.001, 0.1)"
+    assert describe(tune.qrandint(0, 6, 3)) == "integer uniform q=3 [0, 6]"
+    assert describe(tune.randn(0, 1)) == "float normal (unbounded)"
