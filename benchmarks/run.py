@@ -63,8 +63,8 @@ FULL = Sizes(
     search=SEARCH,
     precision=SEARCH | {"subset": 6_000, "num_samples": 4, "scheduler": "fifo", "seed": 12},
     overhead_trials=8,
-    # ~3 s and ~30 s trials at ~380 images/s (a 1-thread bf16 trial on this Xeon).
-    overhead_sizes=[{"label": "short", "subset": 700, "epochs": 2},
+    # ~3 s and ~30 s trials at ~700 images/s (a 1-thread bf16 trial on this Xeon).
+    overhead_sizes=[{"label": "short", "subset": 1_200, "epochs": 2},
                     {"label": "long", "subset": 5_000, "epochs": 3}],
     memory_subset=20_000,  # 24,000 images with the test split: 70 MB of uint8
     memory_concurrency=[1, 2, 4],  # 4 trials of 1 CPU on logical num_cpus=4

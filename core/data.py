@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.images import ImageError, fit_array, read_image
+
 DATASETS = ("cifar10", "imagefolder", "digits")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 
@@ -55,11 +57,14 @@ def load_dataset(
     subset: int | None = None,
     seed: int = 0,
     cache_dir: str | None = None,
+    image_size: int | None = None,
 ) -> Dataset:
     """Loads a data set and carves a validation split from its train split with a fixed seed.
 
     `subset` keeps that many train images (before the split, class-balanced by random choice) and a
-    proportional share of the test images, for CPU-sized runs.
+    proportional share of the test images, for CPU-sized runs. `image_size` resizes every image once,
+    as it is decoded (shorter side, then a centre crop: core/images.py); None keeps the data's own
+    size, which all images must then share.
     """
     if name == "digits":
         x, y, classes = _digits()
@@ -67,13 +72,15 @@ def load_dataset(
         hflip = False
     elif name in ("cifar10", "imagefolder"):
         root = _find_root(name, data_dir)
-        train, test, classes = _image_splits(name, root, subset, seed, cache_dir)
+        train, test, classes = _image_splits(name, root, subset, seed, cache_dir, image_size)
         (train_x, train_y), (test_x, test_y) = train, test
         hflip = True
     else:
         raise DataError(f"dataset {name!r}: expected one of {', '.join(DATASETS)}")
     if subset is not None and name == "digits":
         train_x, train_y = _take(train_x, train_y, subset, seed)
+    if image_size is not None:  # arrays that came decoded already (digits, CIFAR-10's batches)
+        train_x, test_x = fit_array(train_x, image_size), fit_array(test_x, image_size)
     (train_x, train_y), (val_x, val_y) = _split(train_x, train_y, val_fraction, seed)
     mean = tuple(float(m) for m in train_x.mean(axis=(0, 2, 3)) / 255.0)
     std = tuple(float(s) for s in train_x.std(axis=(0, 2, 3)) / 255.0 + 1e-6)
@@ -135,7 +142,7 @@ def _find_root(name: str, data_dir: str | None) -> Path:
     )
 
 
-def _image_splits(name, root: Path, subset, seed, cache_dir):
+def _image_splits(name, root: Path, subset, seed, cache_dir, image_size):
     if name == "cifar10" and _is_torchvision_cifar(root):
         return _torchvision_cifar(root, subset, seed)
     train_files, classes = _list_image_folder(root / "train", root)
@@ -145,8 +152,8 @@ def _image_splits(name, root: Path, subset, seed, cache_dir):
     if subset is not None:
         train_files = _take_list(train_files, subset, seed)
         test_files = _take_list(test_files, max(1, subset // 5), seed)
-    train = _decode_cached(train_files, cache_dir)
-    test = _decode_cached(test_files, cache_dir)
+    train = _decode_cached(train_files, cache_dir, image_size)
+    test = _decode_cached(test_files, cache_dir, image_size)
     return train, test, classes
 
 
@@ -174,14 +181,17 @@ def _take_list(files: list, n: int, seed: int) -> list:
     return [files[i] for i in rows]
 
 
-def _decode_cached(files: list[tuple[str, int]], cache_dir: str | None):
-    """Decodes the images once; later searches read the arrays from an .npz cache."""
-    key = hashlib.sha1("\n".join(f for f, _ in files).encode()).hexdigest()[:16]
+def _decode_cached(files: list[tuple[str, int]], cache_dir: str | None, image_size: int | None):
+    """Decodes the images once; later searches read the arrays from an .npz cache, keyed by each
+    file's identity (path, size, modification time) and the image size: a changed file is decoded
+    again."""
+    identity = [f"{f}\t{s.st_size}\t{s.st_mtime_ns}" for f, _ in files for s in [os.stat(f)]]
+    key = hashlib.sha1("\n".join([f"image_size={image_size}", *identity]).encode()).hexdigest()[:16]
     cache = Path(cache_dir or Path.home() / ".cache" / "tune-run") / f"images-{key}.npz"
     if cache.exists():
         with np.load(cache) as z:
             return z["x"], z["y"]
-    x, y = _decode(files)
+    x, y = _decode(files, image_size)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
     np.savez(tmp, x=x, y=y)
@@ -189,16 +199,19 @@ def _decode_cached(files: list[tuple[str, int]], cache_dir: str | None):
     return x, y
 
 
-def _decode(files: list[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
-
+def _decode(files: list[tuple[str, int]],
+            image_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     images = []
     for path, _ in files:
-        with Image.open(path) as image:
-            images.append(np.asarray(image.convert("RGB")).transpose(2, 0, 1))  # (3, H, W) uint8
-    shapes = {i.shape for i in images}
-    if len(shapes) != 1:
-        raise DataError(f"images differ in size ({sorted(shapes)[:3]}...); resize them to one size")
+        try:
+            images.append(read_image(path, image_size))  # (3, H, W) uint8
+        except ImageError as e:
+            raise DataError(str(e)) from None
+        if images[-1].shape != images[0].shape:  # only without image_size: stop at the first
+            (h0, w0), (h, w) = images[0].shape[1:], images[-1].shape[1:]
+            raise DataError(f"images differ in size ({files[0][0]} is {w0}x{h0}, {path} is "
+                            f"{w}x{h}); set the image_size setting (e.g. {min(h0, w0, h, w)}) to "
+                            "resize them as they are decoded")
     x = np.ascontiguousarray(np.stack(images))
     y = np.array([label for _, label in files], dtype=np.int64)
     return x, y

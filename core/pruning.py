@@ -43,13 +43,28 @@ class GradualPruner:
 
     def step(self, epoch: int) -> float:
         """Prunes up to the target of `epoch`; returns the sparsity reached."""
-        current = self.sparsity()
         wanted = self.target(epoch)
-        if self.final_ratio > 0 and wanted > current:
-            # The amount applies to the weights still unpruned, hence the rescaling.
-            amount = (wanted - current) / (1 - current)
-            prune.global_unstructured(self.params, prune.L1Unstructured, amount=amount)
+        if self.final_ratio > 0 and wanted > self.sparsity():
+            self._prune_to(wanted)
         return self.sparsity()
+
+    @torch.no_grad()
+    def _prune_to(self, sparsity: float) -> None:
+        """Global magnitude pruning: zeroes the smallest |w| over all layers until `sparsity`.
+
+        The masks are updated in place rather than through prune.global_unstructured, which
+        flattens weights with view(-1) and so fails on channels-last weights.
+        """
+        scores = torch.cat([(getattr(m, f"{n}_orig") * getattr(m, f"{n}_mask")).abs().reshape(-1)
+                            for m, n in self.params])
+        k = int(round(sparsity * scores.numel()))
+        if k == 0:
+            return
+        threshold = torch.kthvalue(scores.float(), k).values
+        for module, name in self.params:
+            orig, mask = getattr(module, f"{name}_orig"), getattr(module, f"{name}_mask")
+            mask.mul_((orig.abs() * mask > threshold).to(mask.dtype))
+            setattr(module, name, orig * mask)  # as the forward pre-hook will compute it
 
     def sparsity(self) -> float:
         return sparsity_of(self.model)

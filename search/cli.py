@@ -6,6 +6,8 @@
     tune-run --resume NAME            continue a search by its experiment name
     tune-run sync NAME                rebuild or complete a search's MLflow record from Ray's files
     tune-run report NAME              print a search's leaderboard; log its report to the parent run
+    tune-run ls                       every search of the storage folder, with its state
+    tune-run predict NAME FILES...    the top 3 classes of image files, by a search's best model
     tune-run ui                       the MLflow UI on 127.0.0.1:5000
 
 Bad input exits with code 2 and one line on stderr, before anything is started or written.
@@ -62,6 +64,8 @@ def parser() -> OneLineParser:
                    help="print the resolved search and a few sampled configurations; start nothing")
     p.add_argument("--quick", action="store_true",
                    help="a CPU-sized real search: data subset, narrow model, few trials and epochs")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Ray's and MLflow's own output (tables, progress, warnings)")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                    help="join this Ray cluster (default: RAY_ADDRESS, else start a local Ray)")
     for name in OVERRIDE_FLAGS:
@@ -105,6 +109,23 @@ def _saved_search_arguments(p: OneLineParser) -> OneLineParser:
     return p
 
 
+def ls_parser() -> OneLineParser:
+    p = OneLineParser(prog="tune-run ls", description="Every search of a storage folder: its state "
+                      "(running, unfinished, finished), trials, epochs, best metric, last activity, "
+                      "and how to resume the unfinished ones.")
+    p.add_argument("--storage", default=None, help=SETTINGS["storage"].help)
+    return p
+
+
+def predict_parser() -> OneLineParser:
+    p = OneLineParser(prog="tune-run predict", description="Print the top 3 classes, with their "
+                      "probabilities, of each image file (any size), by a search's best model as "
+                      "logged to MLflow.")
+    _saved_search_arguments(p)
+    p.add_argument("files", nargs="+", metavar="FILE", help="image files (JPEG, PNG, ...)")
+    return p
+
+
 def ui_parser() -> OneLineParser:
     p = OneLineParser(prog="tune-run ui", description="Run the MLflow UI on a tracking store.")
     p.add_argument("--tracking-uri", default=None, help="the store to show (default: "
@@ -118,7 +139,8 @@ def ui_parser() -> OneLineParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     subcommands = {"sync": (sync_parser, _sync), "report": (report_parser, _report),
-                   "ui": (ui_parser, _ui)}
+                   "ui": (ui_parser, _ui), "ls": (ls_parser, _ls),
+                   "predict": (predict_parser, _predict)}
     command = argv[0] if argv and argv[0] in subcommands else None
     make_parser, handle = subcommands.get(command, (parser, _run))
     args = make_parser().parse_args(argv[1:] if command else argv)
@@ -182,7 +204,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     try:
         outcome = run_search(spec, resume=resume and state == "unfinished", address=args.address,
-                             retry_errored=not args.no_retry_errored)
+                             retry_errored=not args.no_retry_errored, verbose=args.verbose)
     except DataError as e:
         raise SpecError(str(e)) from None
     finally:
@@ -226,6 +248,37 @@ def _report(args: argparse.Namespace) -> int:
     print(leaderboard_markdown(report.rows))
     print(f"\n{len(report.files)} report files in {out}, logged to MLflow run "
           f"{record.parent_id} (experiment {spec.experiment!r}) under {REPORT_DIR}/")
+    return 0
+
+
+def _ls(args: argparse.Namespace) -> int:
+    from search.experiment_folder import ago, resume_command, search_states
+    from search.report import leaderboard_markdown
+
+    storage = Path(args.storage or SETTINGS["storage"].default).resolve()
+    found = search_states(storage)
+    if not found:
+        print(f"no searches in {storage}")
+        return 0
+    print(f"Searches in {storage}, the most recently active first:")
+    print(leaderboard_markdown([{
+        "search": s.name, "state": s.state, "trials done": f"{s.trials_done}/{s.trials_total}",
+        "epochs": s.epochs, "best": f"{s.metric} {s.best:.4g}" if s.best is not None else "",
+        "last activity": ago(s.last_activity),
+    } for s in found]))
+    unfinished = [s for s in found if s.state == "unfinished"]
+    if unfinished:
+        print("\nResume:")
+    for s in unfinished:
+        print(f"  {resume_command(s.name, storage)}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from search.predict import answer_line, predict_files
+
+    for path, ranked in predict_files(_saved_spec(args), args.files):
+        print(answer_line(path, ranked))
     return 0
 
 
@@ -302,6 +355,7 @@ def describe(spec: SearchSpec, samples: int = 3) -> str:
     lines = [f"search {s['name']!r} from {spec.source}" + (" (--quick)" if spec.quick else "")]
     lines.append(f"  data: {s['dataset']}" + (f" from {s['data_dir']}" if s["data_dir"] else "")
                  + (f", {s['subset']} training images" if s["subset"] else "")
+                 + (f", resized to {s['image_size']} px" if s["image_size"] else "")
                  + f", {s['val_fraction']:.0%} held out for validation")
     lines.append(f"  model: {s['model']}")
     lines.append("  dimensions:")

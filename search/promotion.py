@@ -7,6 +7,12 @@ not yet promoted, and promotes it; only when there is none does it start a new t
 `ASHAScheduler` is the stopping form instead: a trial below the cut of the trials that happened to
 reach its rung before it is stopped at once, so with few workers most trials run to the end.
 
+A paused trial holds no worker, so the scheduler also decides when trials start: new trials wait
+in a queue (Ray's PAUSED status, never started) and a free slot, out of `max_concurrent`, goes to a
+promotion first, then to the next new trial. A concurrency limit of the search algorithm would count
+paused trials as running and starve the search, so `PausedTrialsWait` (below) counts only trials
+that are not paused at a rung.
+
 When no new trial can come and nothing runs, the trials still paused can never be promoted: they
 end there, stopped at their rung (Optuna is told they were pruned, not finished at that value).
 On resume, the rungs are rebuilt from what the trials reported (Ray's result files), and trials that
@@ -16,10 +22,12 @@ were paused at a rung are paused again rather than continued.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Iterable
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import ConcurrencyLimiter
 
 from search.experiment_folder import result_rows
 
@@ -69,8 +77,22 @@ class Rungs:
     def top(self, milestone: int) -> list[str]:
         """The trials of a rung that may go on: the best floor(n / reduction_factor) of its n."""
         ranked = sorted(self.results[milestone].items(), key=lambda kv: kv[1], reverse=True)
-        keep = int(len(ranked) / self.reduction_factor + 1e-9)
-        return [trial_id for trial_id, value in ranked[:keep] if value > -math.inf]
+        return [trial_id for trial_id, value in ranked[:self._keep(len(ranked))] if value > -math.inf]
+
+    def _keep(self, reached: int) -> int:
+        return int(reached / self.reduction_factor + 1e-9)
+
+    def value(self, trial_id: str, milestone: int) -> float | None:
+        """The metric the trial had at `milestone` (None if it had none)."""
+        signed = self.results[milestone].get(trial_id, -math.inf)
+        return None if signed == -math.inf else self.sign * signed
+
+    def cut(self, milestone: int) -> float | None:
+        """The value a trial must reach to be in the rung's top 1/reduction_factor now (None while
+        the rung has too few trials to promote any)."""
+        ranked = sorted(self.results[milestone].values(), reverse=True)
+        keep = self._keep(len(ranked))
+        return self.sign * ranked[keep - 1] if keep and ranked[keep - 1] > -math.inf else None
 
     def next_promotion(self, waiting: Iterable[str]) -> tuple[str, int] | None:
         """The trial among `waiting` to promote first (top rung first, best first), with its rung."""
@@ -96,17 +118,38 @@ class Rungs:
         return min(waiting, key=key) if waiting else None
 
 
+@dataclass(frozen=True)
+class RungDecision:
+    """What promotion ASHA decided for a trial at a rung; the console tells these as they come."""
+
+    trial_id: str
+    epoch: int  # the rung's epoch
+    value: float | None  # the trial's metric at the rung
+    cut: float | None  # the rung's cut at that moment (see `Rungs.cut`)
+    outcome: str  # promoted (trains on) | paused (waits at the rung) | ended (stopped there)
+
+
 class PromotionASHA(FIFOScheduler):
-    """Ray Tune scheduler of promotion ASHA over epochs (see the module's docstring)."""
+    """Ray Tune scheduler of promotion ASHA over epochs (see the module's docstring).
+
+    `decisions` lists every `RungDecision` in order, for a reader such as the console.
+    """
 
     def __init__(self, max_epochs: int, grace_period: int, reduction_factor: float,
-                 metric: str | None = None, mode: str | None = None):
+                 max_concurrent: int, metric: str | None = None, mode: str | None = None):
         super().__init__()
         self.max_epochs, self.grace_period = max_epochs, grace_period
         self.reduction_factor = reduction_factor
+        self.max_concurrent = max_concurrent  # trials training at once (the workers)
         self._metric, self._mode = metric, mode
         self.rungs: Rungs | None = None
+        self.queued: list[str] = []  # new trials not started yet, in the order they came
+        # Trials about to give their worker back (paused at a rung, or at their last epoch): the
+        # next trial is staged at once, so Ray hands it the worker's actor instead of stopping it.
+        self.leaving: set[str] = set()
+        self.seen: set[str] = set()
         self.ended_at_rung: dict[str, int] = {}  # trials that ended paused, by their rung
+        self.decisions: list[RungDecision] = []
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
         if self._metric and metric and self._metric != metric:
@@ -122,9 +165,15 @@ class PromotionASHA(FIFOScheduler):
         return self.rungs
 
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
-        """A restored trial brings its rung results back; one paused at a rung pauses again."""
+        """A new trial waits in the queue; a restored one brings its rung results back, and one
+        paused at a rung pauses again. (Ray files the trial under its status after this call.)"""
+        first_time = trial.trial_id not in self.seen
+        self.seen.add(trial.trial_id)
         if EPOCH not in (trial.last_result or {}):
-            return  # a new trial
+            if first_time and trial.status == Trial.PENDING:
+                trial.set_status(Trial.PAUSED)
+                self.queued.append(trial.trial_id)
+            return
         rows = result_rows(trial.path)
         book = self._book()
         last = max((int(r[EPOCH]) for r in rows), default=0)
@@ -141,26 +190,42 @@ class PromotionASHA(FIFOScheduler):
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         epoch = int(result.get(EPOCH, 0))
         book = self._book()
+        if epoch >= self.max_epochs:
+            self.leaving.add(trial.trial_id)
         if epoch not in book.milestones:
             return TrialScheduler.CONTINUE
         book.record(trial.trial_id, epoch, result.get(self._metric))
         job = book.next_promotion(self._paused_ids(tune_controller) | {trial.trial_id})
         if job == (trial.trial_id, epoch):
             book.promote(trial.trial_id, epoch)
+            self._decide(trial.trial_id, epoch, "promoted")
             return TrialScheduler.CONTINUE  # paused and at once promoted again: no need to stop
+        self._decide(trial.trial_id, epoch, "paused")
+        _tell_searcher(tune_controller, "on_pause", trial.trial_id)
+        self.leaving.add(trial.trial_id)
         return TrialScheduler.PAUSE
 
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
-        paused = {t.trial_id: t for t in tune_controller.get_trials() if t.status == Trial.PAUSED}
-        job = self._book().next_promotion(paused)
+        trials = tune_controller.get_trials()
+        self.leaving &= {t.trial_id for t in trials if t.status == Trial.RUNNING}
+        busy = sum(t.status in (Trial.RUNNING, Trial.PENDING) and t.trial_id not in self.leaving
+                   for t in trials)
+        paused = {t.trial_id: t for t in trials if t.status == Trial.PAUSED}
+        at_rungs = {i: t for i, t in paused.items() if i not in self.queued}
+        if busy >= self.max_concurrent:
+            return None
+        job = self._book().next_promotion(at_rungs)
         if job is not None:
             self._book().promote(*job)
+            self._decide(*job, "promoted")
+            _tell_searcher(tune_controller, "on_unpause", job[0])
             return paused[job[0]]
-        for trial in tune_controller.get_trials():
-            if trial.status == Trial.PENDING:
-                return trial
-        if paused and not self._any_running(tune_controller):
-            self._end_waiting(tune_controller, paused)
+        while self.queued:
+            trial_id = self.queued.pop(0)
+            if trial_id in paused:
+                return paused[trial_id]
+        if at_rungs and not busy and not self.leaving:
+            self._end_waiting(tune_controller, at_rungs)
         return None
 
     def _end_waiting(self, tune_controller, paused: dict[str, Trial]) -> None:
@@ -173,22 +238,66 @@ class PromotionASHA(FIFOScheduler):
             ending = [self._book().worst_waiting(paused)]
         for trial_id in ending:
             self.ended_at_rung[trial_id] = self._book().rung_of(trial_id) or 0
+            self._decide(trial_id, self.ended_at_rung[trial_id], "ended")
             tune_controller.stop_trial(paused[trial_id])
             _save_with_next_snapshot(tune_controller, paused[trial_id])
 
-    @staticmethod
-    def _paused_ids(tune_controller) -> set[str]:
-        return {t.trial_id for t in tune_controller.get_trials() if t.status == Trial.PAUSED}
+    def _decide(self, trial_id: str, milestone: int, outcome: str) -> None:
+        book = self._book()
+        decision = RungDecision(trial_id, milestone, book.value(trial_id, milestone) if milestone else None,
+                                book.cut(milestone) if milestone else None, outcome)
+        if not hasattr(self, "decisions"):  # unpickled from a search started before decisions
+            self.decisions = []
+        self.decisions.append(decision)
 
-    @staticmethod
-    def _any_running(tune_controller) -> bool:
-        return any(t.status == Trial.RUNNING for t in tune_controller.get_trials())
+    def _paused_ids(self, tune_controller) -> set[str]:
+        return {t.trial_id for t in tune_controller.get_trials()
+                if t.status == Trial.PAUSED and t.trial_id not in self.queued}
 
     def debug_string(self) -> str:
         book = self._book()
         rungs = ", ".join(f"epoch {m}: {len(book.results[m])} reached, {len(book.promoted[m])} "
                           f"promoted" for m in book.milestones)
         return f"Promotion ASHA ({rungs})"
+
+
+class PausedTrialsWait(ConcurrencyLimiter):
+    """Ray's ConcurrencyLimiter, but a trial paused at a rung frees its slot until promoted.
+
+    PromotionASHA tells it through the Searcher's `on_pause` / `on_unpause` hooks (as Ray's own
+    HyperBandForBOHB does), so the search algorithm (Optuna) is asked for a new trial only when
+    fewer than `max_concurrent` trials train or wait to start.
+    """
+
+    def __init__(self, searcher, max_concurrent: int):
+        super().__init__(searcher, max_concurrent=max_concurrent)
+        self.paused: set[str] = set()
+
+    def suggest(self, trial_id: str):
+        if len(self.live_trials - self.paused) >= self.max_concurrent:
+            return None
+        suggestion = self.searcher.suggest(trial_id)
+        if suggestion not in (None, self.FINISHED):
+            self.live_trials.add(trial_id)
+            self.num_unfinished_live_trials += 1
+        return suggestion
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        self.paused.discard(trial_id)
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+    def on_pause(self, trial_id: str) -> None:
+        self.paused.add(trial_id)
+
+    def on_unpause(self, trial_id: str) -> None:
+        self.paused.discard(trial_id)
+
+
+def _tell_searcher(tune_controller, hook: str, trial_id: str) -> None:
+    """Calls a Searcher's pause hook, where the search algorithm has one (random search has not)."""
+    searcher = getattr(tune_controller.search_alg, "searcher", None)
+    if isinstance(searcher, PausedTrialsWait):
+        getattr(searcher, hook)(trial_id)
 
 
 def _save_with_next_snapshot(tune_controller, trial: Trial) -> None:

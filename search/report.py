@@ -17,12 +17,11 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from ray.tune import ExperimentAnalysis
 from ray.tune.experiment import Trial
 from ray.tune.search.sample import Categorical, Float, Integer
 
+from search import experiment_folder
 from search.domains import is_log, value_set
-from search.experiment_folder import result_rows
 from search.spec import SearchSpec, SpecError
 from search.tracking import SearchRecord, ended_run
 
@@ -36,6 +35,7 @@ class Report:
     rows: list[dict[str, Any]]  # one per trial, best first (see `leaderboard_rows`)
     files: list[Path] = field(default_factory=list)
     importance: dict[str, Any] = field(default_factory=dict)  # what importance.json holds
+    histories: list[tuple[Trial, list[dict]]] = field(default_factory=list)  # Ray's order
 
 
 def build_report(spec: SearchSpec, out_dir: str | Path) -> Report:
@@ -53,7 +53,7 @@ def build_report(spec: SearchSpec, out_dir: str | Path) -> Report:
         raise SpecError(f"{out}: cannot create the report folder: {e.strerror}") from None
     histories = trial_histories(spec)
     rows = leaderboard_rows(spec, histories)
-    report = Report(rows)
+    report = Report(rows, histories=histories)
     report.files += _write_leaderboard(spec, rows, out)
     report.files.append(_plot_learning_curves(spec, rows, histories, out / "learning_curves.png"))
     for name in spec.dimensions:
@@ -75,8 +75,7 @@ def log_report(spec: SearchSpec, record: SearchRecord, out_dir: str | Path | Non
     """Builds the report (by default into the experiment folder's report/) and logs its files to
     the parent run under report/; running it again overwrites them."""
     report = build_report(spec, out_dir or spec.experiment_path / REPORT_DIR)
-    for path in report.files:
-        record.client.log_artifact(record.parent_id, str(path), artifact_path=REPORT_DIR)
+    record.log_files(report.files, REPORT_DIR)
     return report
 
 
@@ -86,8 +85,7 @@ def trial_histories(spec: SearchSpec) -> list[tuple[Trial, list[dict]]]:
     """Every trial of the experiment folder with its reported epochs, in Ray's order."""
     if not spec.experiment_path.is_dir():
         raise SpecError(f"no experiment folder at {spec.experiment_path}")
-    analysis = ExperimentAnalysis(str(spec.experiment_path))
-    return [(t, result_rows(t.path)) for t in analysis.trials]
+    return experiment_folder.trial_histories(spec.experiment_path)
 
 
 def leaderboard_rows(spec: SearchSpec, histories: list[tuple[Trial, list[dict]]]
@@ -235,6 +233,128 @@ def _distribution(domain: Any, observed: list[Any]):
             return IntDistribution(int(low), int(high), log=is_log(domain))
         return FloatDistribution(float(low), float(high), log=is_log(domain))
     return f"{type(domain).__name__} domains have no Optuna distribution"
+
+
+# --- descriptions (what the MLflow UI shows first on a run's page) -----------------------------
+
+# What each file of the report holds, as the parent run's description lists them.
+REPORT_FILES = {
+    "leaderboard.csv, leaderboard.md": "every trial ranked, with how it ended and its hyperparameters",
+    "learning_curves.png": "the metric per epoch of every trial (those ASHA stopped dashed)",
+    "metric_vs_<hyperparameter>.png": "each trial's best metric against each searched value",
+    "parallel_coordinates.png": "every trial's hyperparameters, coloured by its best metric",
+    "importance.json, importance.png": "fANOVA importance of each hyperparameter",
+}
+
+
+def describe_runs(spec: SearchSpec, record: SearchRecord, report: Report,
+                  summary: dict[str, Any] | None) -> None:
+    """Sets the Description of the parent run (the search, its top 5, best configuration and test
+    accuracy, what the report holds) and of each child run (how its trial ended, and why)."""
+    cuts = rung_cuts(spec, report.histories)
+    for trial, history in report.histories:
+        run_id = record.opened(trial.trial_id)
+        if run_id:
+            record.describe(run_id, trial_description(spec, trial, history, cuts))
+    record.describe(record.parent_id, search_description(spec, report, summary))
+
+
+def rung_cuts(spec: SearchSpec, histories: list[tuple[Trial, list[dict]]]
+              ) -> dict[int, tuple[float | None, int]]:
+    """Each rung's epoch -> (its cut over every trial that reached it, how many reached it)."""
+    from search.promotion import Rungs, spec_rungs
+
+    rungs = Rungs(list(spec_rungs(spec)), spec.reduction_factor, spec.mode)
+    for trial, history in histories:
+        for row in history:
+            if int(row["training_iteration"]) in rungs.milestones:
+                rungs.record(trial.trial_id, int(row["training_iteration"]), row.get(spec.metric))
+    return {m: (rungs.cut(m), len(rungs.results[m])) for m in rungs.milestones}
+
+
+def trial_description(spec: SearchSpec, trial: Trial, history: list[dict],
+                      cuts: dict[int, tuple[float | None, int]]) -> str:
+    """How a trial ended and why, in a sentence or two of Markdown."""
+    from search.tracking import errored_run
+
+    status = _status(trial, history, spec.max_epochs)
+    epochs = int(history[-1]["training_iteration"]) if history else 0
+    scored = [h for h in history if _finite(h.get(spec.metric))]
+    pick = max if spec.mode == "max" else min
+    best = pick(scored, key=lambda h: h[spec.metric]) if scored else None
+    best_text = (f" Its best {spec.metric} was {best[spec.metric]:.4g} at epoch "
+                 f"{best['training_iteration']}." if best else "")
+    if status == "completed":
+        return f"**Completed** all {epochs} epochs.{best_text}"
+    if status == "diverged":
+        return (f"**Diverged**: the training loss became {history[-1].get('train_loss')} at epoch "
+                f"{epochs}, so it was stopped at once (no checkpoint of it is kept).{best_text}")
+    if status == "stopped_early":
+        cut, reached = cuts.get(epochs, (None, 0))
+        value = history[-1].get(spec.metric)
+        if epochs not in cuts:
+            return f"**Stopped early** at epoch {epochs}.{best_text}"
+        rung = list(cuts).index(epochs) + 1
+        keep = f"the top 1/{spec.reduction_factor:g} of the {reached} trials that reached it"
+        if cut is None:
+            why = f"too few trials reached it for any to go on ({keep})"
+        elif _finite(value) and (value < cut if spec.mode == "max" else value > cut):
+            side = "below" if spec.mode == "max" else "above"
+            why = f"{spec.metric} {value:.4g} was {side} the rung's cut {cut:.4g} ({keep} went on)"
+        else:
+            why = (f"{spec.metric} {_cell(_float(value))} against the rung's cut {cut:.4g} ({keep}); "
+                   "it was not promoted before the search ended")
+        return f"**Stopped by ASHA at rung {rung}** (epoch {epochs}): {why}.{best_text}"
+    if status == "error":
+        log = experiment_folder.error_log(trial)
+        log = f" Full log: `{log}`." if log else ""
+        return (f"**Failed** at epoch {epochs + 1} with an error: "
+                f"`{errored_run(trial)[1]['tune_run.failure']}`.{log}")
+    return (f"**Interrupted** after {epochs} epochs, before it ended; "
+            f"`{experiment_folder.resume_command(spec.name, spec.storage)}` continues it from its "
+            f"last checkpoint.{best_text}")
+
+
+def search_description(spec: SearchSpec, report: Report, summary: dict[str, Any] | None) -> str:
+    """The parent run's Description: the search in one sentence, its top 5, the best
+    configuration and its test accuracy, and what the report artifacts hold."""
+    s = spec.settings
+    rows = report.rows
+    epochs = sum(len(h) for _, h in report.histories)
+    data = s["dataset"] + (f" ({s['subset']} training images)" if s["subset"] else "")
+    scheduler = {"asha": "promotion ASHA", "asha_stopping": "Ray's stopping ASHA",
+                 "fifo": "no early stopping"}.get(s["scheduler"], s["scheduler"])
+    lines = [f"Search of `{Path(spec.origin).name}` on {data}: {len(rows)} trials "
+             f"({s['search']} search, {scheduler}) of up to {spec.max_epochs} epochs, "
+             f"{epochs} epochs trained in {_duration(_wall_s(report.histories))}, by "
+             f"{spec.metric} ({spec.mode}).", ""]
+    if summary is None:
+        lines += ["**Unfinished**: resume it with "
+                  f"`{experiment_folder.resume_command(spec.name, spec.storage)}`.", ""]
+    lines += [f"**Top {min(5, len(rows))}** by {spec.metric}:", "",
+              leaderboard_markdown([{k: r[k] for k in _columns(spec) if k != "final_val_loss"}
+                                    for r in rows[:5]]), ""]
+    if summary is not None:
+        lines += [f"**Best configuration** ({summary['best_trial_id']}, also in "
+                  f"`best_config.json`): `{json.dumps(summary['best_config'], default=str)}`", "",
+                  f"**Test accuracy** of its best checkpoint: {summary['test_acc']:.4f} (loss "
+                  f"{summary['test_loss']:.4f}), on the test split, used once at the end.", ""]
+    lines += [f"**Report** (artifacts under `{REPORT_DIR}/`):", ""]
+    lines += [f"- `{name}`: {what}" for name, what in REPORT_FILES.items()]
+    return "\n".join(lines)
+
+
+def _wall_s(histories: list[tuple[Trial, list[dict]]]) -> float:
+    """From the first trial's start to the last result, from the rows' timestamps (s)."""
+    timed = [h for _, h in histories if h and "timestamp" in h[0] and "timestamp" in h[-1]]
+    starts = [h[0]["timestamp"] - h[0].get("time_this_iter_s", 0) for h in timed]
+    ends = [h[-1]["timestamp"] for h in timed]
+    return max(ends) - min(starts) if ends else 0.0
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 # --- plots --------------------------------------------------------------------------------------

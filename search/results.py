@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,10 +11,11 @@ from ray.tune import ResultGrid
 from core.augment import BatchAugment
 from core.data import Dataset
 from core.train import evaluate
-from search.report import leaderboard_rows, trial_histories
+from search.model_card import ship_best_model
+from search.report import leaderboard_markdown, leaderboard_rows, trial_histories
 from search.spec import SearchSpec
 from search.tracking import SearchRecord
-from trainables.checkpoints import model_from_checkpoint
+from trainables.checkpoints import model_from_checkpoint, served_model
 
 MODEL_NAME = "best_model"
 
@@ -40,12 +40,8 @@ class SearchResults:
                 "trials": len(self.rows)}
 
     def table(self, top: int = 10) -> str:
-        columns = ["trial", "epochs", self.metric, *self.dimensions]
-        lines = [[str(r.get(c, "")) if not isinstance(r.get(c), float) else f"{r[c]:.4g}"
-                  for c in columns] for r in self.rows[:top]]
-        widths = [max(len(c), *(len(line[i]) for line in lines)) for i, c in enumerate(columns)]
-        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-        return "\n".join([fmt.format(*columns)] + [fmt.format(*line) for line in lines])
+        columns = ["trial", "status", "epochs", self.metric, *self.dimensions]
+        return leaderboard_markdown([{c: r.get(c) for c in columns} for r in self.rows[:top]])
 
 
 def test_split_score(checkpoint_dir: str, data: Dataset) -> tuple[torch.nn.Module, float, float]:
@@ -79,32 +75,13 @@ def _hparams(config: dict[str, Any]) -> dict[str, Any]:
 def complete_parent_run(record: SearchRecord, summary: dict[str, Any], model: torch.nn.Module,
                         register: str | None = None) -> None:
     """Records the search's outcome on its parent run, once: what is there already is kept.
-    With `register`, the best model also becomes a version of that registered model."""
-    import mlflow
-    import mlflow.pytorch
-
-    client, run_id = record.client, record.parent_id
-    run = client.get_run(run_id)
-    metrics = {f"best_{summary['metric']}": summary["best_value"],
-               "test_acc": summary["test_acc"], "test_loss": summary["test_loss"]}
-    missing = {k: v for k, v in metrics.items() if k not in run.data.metrics}
-    for key, value in missing.items():
-        client.log_metric(run_id, key, value)
-    if run.data.tags.get("tune_run.best_trial_id") != summary["best_trial_id"]:
-        client.set_tag(run_id, "tune_run.best_trial_id", summary["best_trial_id"])
-        client.log_dict(run_id, summary["best_config"], "best_config.json")
-    if run.data.tags.get("tune_run.best_model") != MODEL_NAME:
-        mlflow.set_tracking_uri(record.tracking_uri)
-        with mlflow.start_run(run_id=run_id):
-            mlflow.pytorch.log_model(
-                model, name=MODEL_NAME, serialization_format="pickle",
-                code_paths=[str(Path(__file__).resolve().parents[1] / "core")],
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            )
-        client.set_tag(run_id, "tune_run.best_model", MODEL_NAME)
-    if register and run.data.tags.get("tune_run.registered_model") != register:
-        mlflow.set_tracking_uri(record.tracking_uri)
-        version = mlflow.register_model(f"runs:/{run_id}/{MODEL_NAME}", register)
-        client.set_tag(run_id, "tune_run.registered_model", register)
-        client.set_tag(run_id, "tune_run.registered_version", str(version.version))
-    record.finish(run_id, "FINISHED")
+    With `register`, the best model also becomes a version of that registered model, with the
+    alias `champion`."""
+    record.log_outcome({f"best_{summary['metric']}": summary["best_value"],
+                        "test_acc": summary["test_acc"], "test_loss": summary["test_loss"]},
+                       summary["best_trial_id"], summary["best_config"])
+    if not record.has_tag("tune_run.best_model", MODEL_NAME):
+        ship_best_model(record, MODEL_NAME, served_model(model, summary["checkpoint"]))
+    if register and not record.has_tag("tune_run.registered_model", register):
+        record.register_best_model(register, MODEL_NAME)
+    record.finish(record.parent_id, "FINISHED")

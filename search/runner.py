@@ -15,24 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from ray import tune
-from ray.tune import ExperimentAnalysis
-from ray.tune.experiment import Trial
 
 from core.data import Dataset, load_dataset
+from search import experiment_folder
+from search.console import SearchConsole, quiet_outside_systems
 from search.domains import grid_points
-from search.preflight import check_tracking_uri, run_checks
+from search.experiment_folder import DONE, SAVED_SETTINGS, SAVED_SPACE, TOTAL_TRIALS
+from search.preflight import check_tracking_uri, make_storage, run_checks
 from search.promotion import spec_rungs
 from search.redact import first_line
-from search.report import log_report
+from search.report import describe_runs, log_report
 from search.results import SearchResults, complete_parent_run, summarise
 from search.spec import SearchSpec, SpecError, load_spec
 from search.sync import sync_trials
 from search.tracking import MlflowTracking, SearchRecord
-
-SAVED_SPACE = "space"  # folder of the space file's copy, in the experiment folder
-SAVED_SETTINGS = "tune_run.json"  # the resolved settings, for `--resume NAME`
-DONE = "tune_run_done.json"  # written when the search has finished
 
 
 @dataclass
@@ -47,25 +43,22 @@ def experiment_state(spec: SearchSpec) -> str:
     path = spec.experiment_path
     if (path / DONE).exists():
         return "finished"
-    if path.exists() and tune.Tuner.can_restore(str(path)):
+    if experiment_folder.can_resume(path):
         return "unfinished"
     return "new"
 
 
 def progress_text(spec: SearchSpec) -> str:
     """How far an unfinished search got, from its trials' result files."""
-    trial_dirs = [d for d in spec.experiment_path.iterdir() if (d / "result.json").exists()]
-    epochs = sum(_lines(d / "result.json") for d in trial_dirs)
-    return f"{len(trial_dirs)} of {spec.num_samples} trials started, {epochs} epochs trained"
+    return experiment_folder.progress_text(spec.experiment_path, total_trials(spec))
 
 
-def _lines(path: Path) -> int:
-    with open(path) as f:
-        return sum(1 for line in f if line.strip())
+def total_trials(spec: SearchSpec) -> int:
+    return spec.num_samples * grid_points(spec.space)
 
 
 def resume_command(spec: SearchSpec) -> str:
-    return f"tune-run --resume {spec.name} --storage {spec.storage}"
+    return experiment_folder.resume_command(spec.name, spec.storage)
 
 
 def load_saved_spec(name: str, storage: str, overrides: dict) -> SearchSpec:
@@ -76,6 +69,7 @@ def load_saved_spec(name: str, storage: str, overrides: dict) -> SearchSpec:
         raise SpecError(f"--resume: no search named {name!r} in {Path(storage).resolve()}")
     settings = json.loads(saved.read_text())
     quick, origin = settings.pop("_quick", False), settings.pop("_origin")
+    settings.pop(TOTAL_TRIALS, None)
     test_faults = os.environ.get("TUNE_RUN_TEST_FAULTS") == "1"
     spec = load_spec(folder / SAVED_SPACE / Path(origin).name, settings | overrides, quick=quick,
                      allow_faults=test_faults)
@@ -84,26 +78,40 @@ def load_saved_spec(name: str, storage: str, overrides: dict) -> SearchSpec:
 
 
 def run_search(spec: SearchSpec, resume: bool = False, address: str | None = None,
-               retry_errored: bool = True, data: Dataset | None = None) -> Outcome:
-    """Runs (or resumes) the search of `spec`; returns whether it finished and its results."""
-    from search.tuner import new_tuner, restored_tuner, start_ray, trial_resources
+               retry_errored: bool = True, data: Dataset | None = None,
+               verbose: bool = False) -> Outcome:
+    """Runs (or resumes) the search of `spec`; returns whether it finished and its results.
+    Ray's and MLflow's own output shows only with `verbose`; the console tells the search."""
+    from search.tuner import new_tuner, restored_tuner, start_ray, trial_resources, tuner_scheduler
 
-    run_checks(spec, address)  # tracking URI, storage, data folder, cluster address
+    run_checks(spec, address, create=False)  # tracking URI, storage, data, cluster address
     _fail_fast_over_http(spec.tracking_uri)
+    quiet_outside_systems(verbose)
     if data is None:
-        data = load_dataset(spec.dataset, spec.data_dir, spec.val_fraction, spec.subset, spec.seed)
-    start_ray(address)
+        data = load_dataset(spec.dataset, spec.data_dir, spec.val_fraction, spec.subset, spec.seed,
+                            image_size=spec.image_size)
+    start_ray(address, verbose)
     trial_resources(spec)  # more GPUs per trial than the cluster has: refused before any record
+    make_storage(spec.storage)  # only once everything was checked: a refusal leaves nothing
     record = SearchRecord(spec.tracking_uri, spec.experiment, str(spec.experiment_path), spec.name)
     _log_search_settings(record, spec)
     callback = MlflowTracking(spec.tracking_uri, spec.experiment, str(spec.experiment_path),
                               spec.name, spec.max_epochs, spec.dimensions, spec_rungs(spec))
+    console = SearchConsole(spec.name, spec.metric, spec.mode, total_trials(spec), spec.max_epochs,
+                            spec.dimensions, spec_rungs(spec),
+                            epochs_done=experiment_folder.epochs_trained(spec.experiment_path))
     if resume:
-        tuner = restored_tuner(spec, data, [callback], retry_errored)
+        tuner = restored_tuner(spec, data, [callback, console], retry_errored, verbose)
     else:
         _save_spec(spec)
-        tuner = new_tuner(spec, data, [callback])
-    grid = tuner.fit()
+        tuner = new_tuner(spec, data, [callback, console], verbose)
+    console.follow(tuner_scheduler(tuner))
+    experiment_folder.mark_running(spec.experiment_path)
+    try:
+        grid = tuner.fit()
+    finally:
+        console.close()
+        experiment_folder.mark_stopped(spec.experiment_path)
     finished = not callback.unfinished and all_trials_ended(spec)
     results, model = summarise(spec, grid, data) if finished else (None, None)
     if results:
@@ -140,7 +148,7 @@ def record_search(spec: SearchSpec, record: SearchRecord, summary: dict | None,
         record.finish(record.parent_id, "KILLED")
     else:
         complete_parent_run(record, summary, model, spec.register)
-    log_report(spec, record)
+    describe_runs(spec, record, log_report(spec, record), summary)
     return trials
 
 
@@ -156,15 +164,14 @@ def all_trials_ended(spec: SearchSpec) -> bool:
     """Whether Ray's saved experiment state has every trial of the search, each ended (finished,
     stopped early or errored). Read from the folder, not from the callbacks: a Ctrl-C while a
     restored search starts leaves trials PENDING there that no callback saw end."""
-    trials = ExperimentAnalysis(str(spec.experiment_path)).trials
-    ended = all(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials)
-    return ended and len(trials) >= spec.num_samples * grid_points(spec.space)
+    return experiment_folder.all_trials_ended(spec.experiment_path, total_trials(spec))
 
 
 def _save_spec(spec: SearchSpec) -> None:
     (spec.experiment_path / SAVED_SPACE).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(spec.source, spec.experiment_path / SAVED_SPACE / spec.source.name)
     settings = dict(spec.settings) | {"_quick": spec.quick, "_origin": spec.origin,
+                                      TOTAL_TRIALS: total_trials(spec),
                                       "storage": str(spec.experiment_path.parent)}
     (spec.experiment_path / SAVED_SETTINGS).write_text(json.dumps(settings, indent=2))
 
@@ -185,19 +192,8 @@ def sync_search(spec: SearchSpec) -> int:
 
 
 def _log_search_settings(record: SearchRecord, spec: SearchSpec, reopen: bool = True) -> None:
-    from mlflow.entities import Param
-
-    client = record.client
-    logged = client.get_run(record.parent_id).data.params
     settings = spec.settings | {"storage": str(spec.experiment_path.parent)}
-    params = [Param(k, str(v)) for k, v in sorted(settings.items())
-              if k not in logged and k != "tracking_uri"]
-    params += [Param(f"space.{k}", str(v)[:500]) for k, v in spec.space.items()
-               if f"space.{k}" not in logged]
-    if params:
-        client.log_batch(record.parent_id, params=params)
-    if "space_file" not in logged:
-        client.log_artifact(record.parent_id, str(spec.source), artifact_path="space")
-        client.log_param(record.parent_id, "space_file", spec.origin)
+    settings.pop("tracking_uri", None)  # may hold credentials
+    record.log_settings(settings, spec.space, str(spec.source), spec.origin)
     if reopen:
-        client.update_run(record.parent_id, status="RUNNING")
+        record.reopen(record.parent_id)

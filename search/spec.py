@@ -38,6 +38,9 @@ SETTINGS: dict[str, HParam] = {h.name: h for h in (
     HParam("name", None, "experiment name (default: the space file's name)", kind=str, optional=True),
     HParam("dataset", "cifar10", "data set", choices=DATASETS),
     HParam("data_dir", None, "folder of the data set", kind=str, optional=True),
+    HParam("image_size", None, "resize every image once, as the data set is decoded: shorter side "
+           "to this many pixels, then a centre crop (default: the data's own size, which all images "
+           "must then share)", kind=int, low=1, high=4096, optional=True),
     HParam("model", "resnet18", "model", choices=MODELS),
     HParam("metric", "val_acc", "metric that ranks trials", choices=METRICS),
     HParam("mode", "max", "whether the metric is maximised or minimised", choices=("max", "min")),
@@ -210,6 +213,8 @@ def _check_settings(where: str, settings: dict[str, Any], default_name: str) -> 
     for key in ("num_samples", "max_epochs", "grace_period", "max_concurrent", "seed",
                 "max_failures"):
         full[key] = int(full[key])
+    if full["image_size"] is not None:
+        full["image_size"] = int(full["image_size"])
     return full
 
 

@@ -4,10 +4,9 @@ experiment folder. Idempotent: steps already logged are skipped and statuses alr
 
 from __future__ import annotations
 
-from ray.tune import ExperimentAnalysis
 from ray.tune.experiment import Trial
 
-from search.experiment_folder import result_rows
+from search.experiment_folder import result_rows, trials
 from search.promotion import spec_rungs
 from search.spec import SearchSpec
 from search.tracking import (
@@ -26,8 +25,8 @@ def sync_trials(spec: SearchSpec, record: SearchRecord, finished: bool) -> int:
     Trials Ray ended get their final status; the rest are KILLED (the search was interrupted) unless
     `finished`. Returns the number of trials seen.
     """
-    analysis = ExperimentAnalysis(str(spec.experiment_path))
-    for trial in analysis.trials:
+    saved = trials(spec.experiment_path)
+    for trial in saved:
         run_id = record.child(trial.trial_id, run_name(trial.trial_id, trial.config, spec.dimensions),
                               trial_params(trial.config))
         rows = result_rows(trial.path)
@@ -42,5 +41,5 @@ def sync_trials(spec: SearchSpec, record: SearchRecord, finished: bool) -> int:
             record.finish(run_id, "KILLED", {"tune_run.status": "interrupted"})
     # A trial started just before the driver was killed, but never saved in Ray's experiment
     # state, is not a trial of the search: Ray starts a new one in its place.
-    record.delete_children_except({t.trial_id for t in analysis.trials})
-    return len(analysis.trials)
+    record.delete_children_except({t.trial_id for t in saved})
+    return len(saved)

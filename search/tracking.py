@@ -26,6 +26,7 @@ from trainables.metrics import METRICS
 SEARCH_KEY = "tune_run.search_key"  # the experiment folder's absolute path
 TRIAL_ID = "tune_run.trial_id"
 PARENT = "mlflow.parentRunId"
+NOTE = "mlflow.note.content"  # a run's Description in the MLflow UI (Markdown)
 RETRY_AFTER_S = 10.0  # after a failed call to the tracking store
 
 
@@ -132,6 +133,42 @@ class SearchRecord:
     def reopen(self, run_id: str) -> None:
         self.client.update_run(run_id, status="RUNNING")
 
+    def log_settings(self, settings: dict[str, Any], space: dict[str, Any], space_file: str,
+                     origin: str) -> None:
+        """The search's settings and space as params of the parent run, and the space file under
+        space/; what is logged already is kept (params cannot change)."""
+        logged = self.client.get_run(self.parent_id).data.params
+        params = [Param(k, str(v)) for k, v in sorted(settings.items()) if k not in logged]
+        params += [Param(f"space.{k}", str(v)[:500]) for k, v in space.items()
+                   if f"space.{k}" not in logged]
+        if params:
+            self.client.log_batch(self.parent_id, params=params)
+        if "space_file" not in logged:
+            self.client.log_artifact(self.parent_id, space_file, artifact_path="space")
+            self.client.log_param(self.parent_id, "space_file", origin)
+
+    def log_outcome(self, metrics: dict[str, float], best_trial_id: str,
+                    best_config: dict[str, Any]) -> None:
+        """The search's outcome on the parent run, once: metrics not logged yet, the best trial's
+        id, and its configuration as best_config.json."""
+        run = self.client.get_run(self.parent_id)
+        for key, value in metrics.items():
+            if key not in run.data.metrics:
+                self.client.log_metric(self.parent_id, key, value)
+        if run.data.tags.get("tune_run.best_trial_id") != best_trial_id:
+            self.client.set_tag(self.parent_id, "tune_run.best_trial_id", best_trial_id)
+            self.client.log_dict(self.parent_id, best_config, "best_config.json")
+
+    def log_files(self, paths: list, folder: str) -> None:
+        """Files as artifacts of the parent run under `folder` (overwriting those of that name)."""
+        for path in paths:
+            self.client.log_artifact(self.parent_id, str(path), artifact_path=folder)
+
+    def describe(self, run_id: str, markdown: str) -> None:
+        """The run's Description in the MLflow UI (MLflow's `mlflow.note.content` tag)."""
+        if self.client.get_run(run_id).data.tags.get(NOTE) != markdown:
+            self.client.set_tag(run_id, NOTE, markdown)
+
     def finish(self, run_id: str, status: str, tags: dict[str, str] | None = None) -> None:
         """Ends the run with `status` and `tags`; changes nothing when it already has them."""
         run = self.client.get_run(run_id)
@@ -140,6 +177,89 @@ class SearchRecord:
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in new_tags.items()])
         if run.info.status != status:
             self.client.set_terminated(run_id, status)
+
+    @classmethod
+    def find(cls, tracking_uri: str | None, experiment: str, search_key: str,
+             name: str) -> SearchRecord | None:
+        """The record of a search the store already holds, else None; creates nothing (not even
+        a SQLite file)."""
+        import mlflow
+
+        uri = tracking_uri or mlflow.get_tracking_uri()
+        if uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
+            return None
+        client = MlflowClient(uri)
+        found = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([found.experiment_id],
+                                  f"tags.`{SEARCH_KEY}` = '{_quote(search_key)}'") if found else []
+        if not any(TRIAL_ID not in r.data.tags for r in runs):
+            return None
+        return cls(uri, experiment, search_key, name)
+
+    def log_best_model(self, name: str, classifier, card: dict[str, Any]) -> int:
+        """Logs `classifier` (core.served.Classifier) as the parent run's model `name`, with the
+        pytorch and images-in pyfunc flavours (search/model_flavour.py) and `card` in its metadata,
+        and tags the run `tune_run.best_model`; returns the size of its weights file in bytes."""
+        import mlflow
+        from mlflow.models import Model
+
+        from search import model_flavour
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        with mlflow.start_run(run_id=self.parent_id):  # the model joins the run's experiment
+            info = Model.log(artifact_path=None, name=name, flavor=model_flavour,
+                             flavor_name="pytorch", run_id=self.parent_id,
+                             metadata={"model_card": card}, classifier=classifier,
+                             serialization_format=model_flavour.SERIALIZATION_FORMAT)
+        self.client.set_tag(self.parent_id, "tune_run.best_model", name)
+        return int(info.metadata["weights_file_bytes"])
+
+    def log_model_card(self, card: dict[str, Any], markdown: str) -> None:
+        """The card on the parent run: model_card.json, model_card.md and its figures as metrics."""
+        figures = ("params_nonzero", "params_total", "weights_file_bytes", "latency_ms_batch1",
+                   "latency_ms_batch128")
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.parent_id, metrics=[Metric(f"model_{k}", float(card[k]), now, 0)
+                                                       for k in figures])
+        self.client.log_dict(self.parent_id, card, "model_card.json")
+        self.client.log_text(self.parent_id, markdown, "model_card.md")
+
+    def register_best_model(self, registered_name: str, name: str, alias: str = "champion") -> str:
+        """Registers the parent run's model `name` as a new version of `registered_name`, points
+        `alias` at it (aliases, not the deprecated stages) and tags the run with both; returns the
+        version."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        logged = [m for m in self.client.search_logged_models([self.experiment_id],
+                                                              filter_string=f"name = '{name}'")
+                  if m.source_run_id == self.parent_id]
+        newest = max(logged, key=lambda m: m.creation_timestamp, default=None)
+        uri = f"models:/{newest.model_id}" if newest else f"runs:/{self.parent_id}/{name}"
+        version = mlflow.register_model(uri, registered_name)
+        self.client.set_registered_model_alias(registered_name, alias, version.version)
+        self.client.log_batch(self.parent_id, tags=[
+            RunTag("tune_run.registered_model", registered_name),
+            RunTag("tune_run.registered_version", str(version.version))])
+        return str(version.version)
+
+    def has_tag(self, key: str, value: str) -> bool:
+        return self.client.get_run(self.parent_id).data.tags.get(key) == value
+
+    def load_pyfunc(self, name: str):
+        """The parent run's model `name` as `mlflow.pyfunc.load_model` gives it."""
+        import mlflow.pyfunc
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        before = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no bars among answers
+        try:
+            return mlflow.pyfunc.load_model(f"runs:/{self.parent_id}/{name}")
+        finally:
+            if before is None:
+                os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+            else:
+                os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = before
 
 
 # What a trial reports about how it ran, recorded as tags of its child run.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import ray
@@ -11,26 +12,33 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from core.data import Dataset
-from search.promotion import PromotionASHA
+from search.promotion import PausedTrialsWait, PromotionASHA
 from search.spec import SearchSpec, SpecError
 from trainables.classifier import TrialSettings, train_classifier
 
 
-def start_ray(address: str | None):
+def start_ray(address: str | None, verbose: bool = False):
     """Joins the cluster at `address` (or RAY_ADDRESS), else starts a local Ray; returns Ray's
     context, or None if Ray was already running.
 
-    A local Ray keeps Ray's token authentication and runs no dashboard.
+    A local Ray keeps Ray's token authentication and runs no dashboard. The trial workers' own
+    output (Ray's "Checkpoint successfully created", their stderr) reaches this console only with
+    `verbose`; it stays in Ray's log files, and an error of a trial is told by the console.
     """
     # Ray warns at every forced experiment snapshot; with a checkpoint per epoch that is noise.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return None
     if address:
-        return ray.init(address=address, log_to_driver=True)
+        return ray.init(address=address, log_to_driver=verbose, logging_level=_log_level(verbose))
     # address="local": always a new Ray of this search's own, never one that `ray start` or an
     # earlier run left on this machine (ray.init() would join it, or hang on its stale address).
-    return ray.init(address="local", include_dashboard=False, log_to_driver=True)
+    return ray.init(address="local", include_dashboard=False, log_to_driver=verbose,
+                    logging_level=_log_level(verbose))
+
+
+def _log_level(verbose: bool) -> int:
+    return logging.INFO if verbose else logging.ERROR  # ray.init resets Ray's logger to this
 
 
 def trial_resources(spec: SearchSpec) -> dict[str, float]:
@@ -55,24 +63,40 @@ def make_scheduler(spec: SearchSpec):
         return FIFOScheduler()
     if spec.scheduler == "asha":
         return PromotionASHA(max_epochs=spec.max_epochs, grace_period=spec.grace_period,
-                             reduction_factor=spec.reduction_factor)
+                             reduction_factor=spec.reduction_factor,
+                             max_concurrent=spec.max_concurrent or cluster_slots(spec))
     # Ray's stopping form. Epochs are the time unit: the trainable reports once per epoch.
     return ASHAScheduler(time_attr="training_iteration", max_t=spec.max_epochs,
                          grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
 
 
+def cluster_slots(spec: SearchSpec) -> int:
+    """How many trials the cluster can train at once with each trial's CPUs and GPUs."""
+    cluster, need = ray.cluster_resources(), trial_resources(spec)
+    slots = int(cluster.get("CPU", 1) // need["cpu"])
+    if need["gpu"]:
+        slots = min(slots, int(cluster.get("GPU", 0) // need["gpu"]))
+    return max(1, slots)
+
+
 def make_search_alg(spec: SearchSpec):
     limit = spec.max_concurrent or None
+    # Promotion ASHA starts trials itself, up to the limit; a paused trial must not hold a slot.
+    promotion = spec.scheduler == "asha"
     if spec.search == "random":
-        return BasicVariantGenerator(random_state=spec.seed, max_concurrent=limit or 0)
+        return BasicVariantGenerator(random_state=spec.seed,
+                                     max_concurrent=0 if promotion else limit or 0)
     from optuna.samplers import TPESampler
     from ray.tune.search.optuna import OptunaSearch
 
     searcher = OptunaSearch(sampler=TPESampler(seed=spec.seed))
-    return ConcurrencyLimiter(searcher, max_concurrent=limit) if limit else searcher
+    if not limit:
+        return searcher
+    return (PausedTrialsWait if promotion else ConcurrencyLimiter)(searcher, max_concurrent=limit)
 
 
-def new_tuner(spec: SearchSpec, data: Dataset, callbacks: list[tune.Callback]) -> tune.Tuner:
+def new_tuner(spec: SearchSpec, data: Dataset, callbacks: list[tune.Callback],
+              verbose: bool = False) -> tune.Tuner:
     return tune.Tuner(
         make_trainable(spec, data),
         param_space=spec.space,
@@ -91,13 +115,18 @@ def new_tuner(spec: SearchSpec, data: Dataset, callbacks: list[tune.Callback]) -
                 checkpoint_score_order=spec.mode,
             ),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            verbose=1,
+            verbose=_ray_verbosity(verbose),
         ),
     )
 
 
+def _ray_verbosity(verbose: bool) -> int:
+    # Ray's status tables and per-trial result boxes; the console (search/console.py) replaces them.
+    return 1 if verbose else 0
+
+
 def restored_tuner(spec: SearchSpec, data: Dataset, callbacks: list[tune.Callback],
-                   retry_errored: bool = True) -> tune.Tuner:
+                   retry_errored: bool = True, verbose: bool = False) -> tune.Tuner:
     """The search's Tuner from its experiment folder: finished trials stay finished, running ones
     continue from their last checkpoint, the search algorithm and ASHA's rungs come back."""
     tuner = tune.Tuner.restore(
@@ -106,5 +135,13 @@ def restored_tuner(spec: SearchSpec, data: Dataset, callbacks: list[tune.Callbac
     )
     # Ray brings back the callbacks pickled at the start; use this run's (its tracking URI and
     # code may differ). Ray has no public setter for this.
-    tuner._local_tuner.get_run_config().callbacks = callbacks
+    run_config = tuner._local_tuner.get_run_config()
+    run_config.callbacks = callbacks
+    run_config.verbose = _ray_verbosity(verbose)
     return tuner
+
+
+def tuner_scheduler(tuner: tune.Tuner):
+    """The trial scheduler the Tuner will run with: the one it was built with, or for a restored
+    Tuner the one Ray unpickled from the experiment folder. Ray has no public getter of it."""
+    return tuner._local_tuner._tune_config.scheduler

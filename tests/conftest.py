@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def make_image_folder(root: Path, classes: int = 3, train_per_class: int = 24,
-                      test_per_class: int = 8, size: int = 8, seed: int = 0) -> Path:
+                      test_per_class: int = 8, size: int = 8, seed: int = 0,
+                      suffix: str = ".png") -> Path:
     """An ImageFolder tree whose classes differ in colour, so a tiny model can learn them."""
     rng = np.random.default_rng(seed)
     for split, n in (("train", train_per_class), ("test", test_per_class)):
@@ -24,7 +25,7 @@ def make_image_folder(root: Path, classes: int = 3, train_per_class: int = 24,
                 base = np.zeros(3)
                 base[c % 3] = 200
                 pixels = base + rng.normal(0, 30, size=(size, size, 3))
-                Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{i}.png")
+                Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{i}{suffix}")
     return root
 
 

@@ -12,8 +12,10 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from core.inference import final_weights
 from core.models import build_model
 from core.pruning import GradualPruner, prunable
+from core.served import Classifier
 
 FILE = "trial.pt"
 
@@ -48,3 +50,13 @@ def model_from_checkpoint(folder: str | Path) -> nn.Module:
         for module, name in prunable(model):
             prune.remove(module, name)
     return model.eval()
+
+
+def served_model(model: nn.Module, folder: str | Path) -> Classifier:
+    """`model`, trained to the checkpoint in `folder`, as users take it away: pruning made permanent,
+    with the normalisation, class names and image size the checkpoint recorded (core/served.py)."""
+    state = load(folder)
+    classes = state.get("classes") or [str(i) for i in range(state["model_spec"]["num_classes"])]
+    # Checkpoints from before the image size was recorded: CIFAR's 32 pixels.
+    image_size = state.get("image_size", 32)
+    return Classifier(final_weights(model).eval(), state["mean"], state["std"], classes, image_size)

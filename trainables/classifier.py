@@ -102,7 +102,7 @@ def train_classifier(config: dict, data: Dataset, settings: TrialSettings) -> No
                 folder, model=model.state_dict(), optimizer=optimizer.state_dict(),
                 schedule=schedule.state_dict(), epoch=epoch, torch_rng=torch.get_rng_state(),
                 generator=generator.get_state(), model_spec=spec, hparams=hp,
-                mean=data.mean, std=data.std,
+                mean=data.mean, std=data.std, classes=data.classes, image_size=data.image_size,
             )
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 

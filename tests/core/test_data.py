@@ -158,11 +158,50 @@ def test_class_folders_without_images(tmp_path):
         load_dataset("imagefolder", str(tmp_path / "data"), cache_dir=str(tmp_path))
 
 
-def test_images_of_different_sizes(tmp_path):
+def test_images_of_different_sizes_need_an_image_size(tmp_path):
     root = _write_folder(tmp_path / "images")
     Image.new("RGB", (7, 7)).save(root / "train" / "cat" / "big.png")
-    with pytest.raises(DataError, match="differ in size"):
+    with pytest.raises(DataError, match="differ in size.*big.png is 7x7.*set the image_size"):
         load_dataset("imagefolder", str(root), cache_dir=str(tmp_path))
+
+
+def test_images_of_any_size_and_mode_are_resized_once_as_decoded(tmp_path):
+    root = _write_folder(tmp_path / "images")
+    folder = root / "train" / "cat"
+    Image.new("RGB", (40, 20), COLOURS["cat"]).save(folder / "wide.jpg")
+    Image.new("L", (9, 30), 128).save(folder / "tall_grey.png")
+    Image.new("RGBA", (12, 12), (*COLOURS["cat"], 0)).save(folder / "alpha.png")
+    Image.new("P", (15, 15)).save(folder / "palette.png")
+    data = load_dataset("imagefolder", str(root), val_fraction=0.1, cache_dir=str(tmp_path / "c"),
+                        image_size=4)
+    assert data.train_x.shape[1:] == data.test_x.shape[1:] == (3, 4, 4)
+    assert len(data.train_y) + len(data.val_y) == 14
+    grey = next(x for x in np.concatenate([data.train_x, data.val_x]) if x[0, 0, 0] == 128)
+    assert (grey == 128).all()  # grey became RGB, a flat image stays flat
+
+
+def test_corrupt_image_names_itself(tmp_path):
+    root = _write_folder(tmp_path / "images")
+    (root / "test" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    with pytest.raises(DataError, match="broken.jpg: not a readable image"):
+        load_dataset("imagefolder", str(root), cache_dir=str(tmp_path))
+
+
+def test_changed_file_or_image_size_is_decoded_again(tmp_path):
+    root = _write_folder(tmp_path / "images", size=8)
+    cache = tmp_path / "cache"
+    first = load_dataset("imagefolder", str(root), val_fraction=0.0001, cache_dir=str(cache))
+    changed = root / "test" / "cat" / "0.png"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(changed)
+    second = load_dataset("imagefolder", str(root), val_fraction=0.0001, cache_dir=str(cache))
+    assert not np.array_equal(first.test_x, second.test_x)
+    assert [1, 2, 3] in second.test_x[:, :, 0, 0].tolist()
+    smaller = load_dataset("imagefolder", str(root), cache_dir=str(cache), image_size=4)
+    assert smaller.test_x.shape[2:] == (4, 4)
+
+
+def test_arrays_decoded_already_are_resized_too():
+    assert load_dataset("digits", None, subset=50, image_size=16).train_x.shape[1:] == (1, 16, 16)
 
 
 def test_unknown_dataset_lists_choices():

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from core.models import ResNet18
+from core.models import ResNet18, build_model
 from core.pruning import GradualPruner, prunable, sparsity_of
 
 EPOCHS = 4  # pruning ends at epoch ceil(0.75 * 4) = 3
@@ -103,3 +103,16 @@ def test_sparsity_of_counts_zero_weights():
         model[0].weight[:2] = 0  # 8 of 20
         model[1].weight.fill_(1.0)  # 8 more weights, none zero; BatchNorm is not counted
     assert sparsity_of(model) == pytest.approx(8 / 28)
+
+
+def test_pruning_works_on_channels_last_weights():
+    # Trials train channels-last (core/precision.py); torch's global_unstructured fails on such
+    # weights (view(-1) of a non-contiguous tensor).
+    torch.manual_seed(0)
+    model = build_model("resnet18", 10, 3, width=0.125)
+    pruner = GradualPruner(model, 0.5, epochs=4)
+    model = model.to(memory_format=torch.channels_last)
+    for epoch in range(1, 5):
+        pruner.step(epoch)
+    assert abs(pruner.sparsity() - 0.5) < 0.005
+    model(torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)).sum().backward()

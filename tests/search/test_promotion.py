@@ -88,6 +88,13 @@ def test_worst_waiting_is_the_lowest_rung_then_the_lowest_value():
     assert rungs.worst_waiting({"a", "b"}) == "b"
 
 
+def test_the_cut_is_the_worst_value_still_in_the_top_fraction():
+    assert _rungs({"a": 0.3, "b": 0.5, "c": 0.1, "d": 0.4}).cut(1) == 0.4  # top 2 of 4: b, d
+    assert _rungs({"a": 0.3, "b": 0.5, "c": 0.1, "d": 0.4}, mode="min").cut(1) == 0.3
+    assert _rungs({"a": 0.9}).cut(1) is None  # floor(1 / 2) = 0: no cut yet
+    assert _rungs({"a": 0.9}).value("a", 1) == 0.9 and _rungs({"a": None}).value("a", 1) is None
+
+
 # A real search through the CLI: 8 trials, rungs at epochs 1 and 2, at most 4 epochs, 2 at once.
 NUM_SAMPLES, MAX_EPOCHS, ETA = 8, 4, 2
 
@@ -99,18 +106,21 @@ def promotion_search(image_folder, tmp_path_factory):
         "dataset": "imagefolder", "data_dir": str(image_folder), "num_samples": NUM_SAMPLES,
         "max_epochs": MAX_EPOCHS, "grace_period": 1, "reduction_factor": ETA,
         "scheduler": "asha", "seed": 5, "experiment": "promotion", "name": "promo",
+        "max_concurrent": 2,
         "storage": str(work / "results"),
     }
     space = write_space(work / "space.py", settings, """
         "lr": tune.loguniform(1e-4, 0.1),
         "width": 0.0625,
         "batch_size": 16,
+        "_fault": {"kind": "slow", "seconds": 1.0},  # epochs long enough to see them overlap
     """)
     uri = f"sqlite:///{work}/mlflow.db"
     proc = subprocess.run(
         [sys.executable, "-m", "search.cli", str(space), "--tracking-uri", uri],
         cwd=work, capture_output=True, text=True, timeout=600,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(work)},
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(work),
+             "TUNE_RUN_TEST_FAULTS": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = ExperimentAnalysis(str(work / "results" / "promo")).trials
@@ -166,3 +176,15 @@ def test_mlflow_records_the_rung_each_trial_stopped_at(promotion_search):
         assert child.info.status == "FINISHED"
         assert tags["tune_run.precision"] in ("fp32", "bf16")
         assert tags["tune_run.layout"] == "channels_last"
+
+
+@pytest.mark.slow
+def test_paused_trials_do_not_hold_a_worker(promotion_search):
+    # With max_concurrent 2, two trials train at once even while others wait at rungs: some epoch
+    # of one trial overlaps an epoch of another.
+    _, rows, _ = promotion_search
+    spans = [(trial, r["timestamp"] - r["time_this_iter_s"], r["timestamp"])
+             for trial, history in rows.items() for r in history]
+    overlapping = {(a, b) for a, start_a, end_a in spans for b, start_b, end_b in spans
+                   if a < b and start_a < end_b - 0.5 and start_b < end_a - 0.5}
+    assert len(overlapping) >= 3, overlapping

@@ -133,6 +133,52 @@ def test_a_search_with_little_to_show_still_gets_its_report(histories, monkeypat
     assert "at least 2" in json.loads((tmp_path / "importance.json").read_text())["note"]
 
 
+def _asha_spec():
+    from search.spec import build_spec
+
+    return build_spec(Path("s.py"), {"max_epochs": 4, "grace_period": 1, "reduction_factor": 2},
+                      {"lr": tune.loguniform(1e-4, 1e-1)})
+
+
+def _histories():
+    ended = _trial("t3", "TERMINATED", 0.04)
+    return [(_trial("t0", "TERMINATED", 0.01), _epochs(0.5, 0.6, 0.7, 0.8)),
+            (_trial("t1", "TERMINATED", 0.02), _epochs(0.4, 0.5)),  # stopped at rung 2
+            (_trial("t2", "TERMINATED", 0.03), _epochs(0.1)),  # stopped at rung 1
+            (ended, _epochs(0.3) + [{"training_iteration": 2, "train_loss": float("nan"),
+                                     "diverged": 1, "val_acc": 0.0}])]
+
+
+def test_each_trial_description_says_how_it_ended_and_why():
+    from search.report import rung_cuts, trial_description
+
+    spec, histories = _asha_spec(), _histories()
+    cuts = rung_cuts(spec, histories)
+    assert cuts == {1: (0.4, 4), 2: (0.6, 3)}  # the top half of those that reached each rung
+    said = [trial_description(spec, trial, history, cuts) for trial, history in histories]
+    assert said[0] == "**Completed** all 4 epochs. Its best val_acc was 0.8 at epoch 4."
+    assert said[1].startswith("**Stopped by ASHA at rung 2** (epoch 2): val_acc 0.5 was below the "
+                              "rung's cut 0.6 (the top 1/2 of the 3 trials that reached it went on)")
+    assert said[2].startswith("**Stopped by ASHA at rung 1** (epoch 1): val_acc 0.1 was below")
+    assert said[3].startswith("**Diverged**: the training loss became nan at epoch 2")
+
+
+def test_the_search_description_has_the_top_5_the_best_configuration_and_the_test_accuracy():
+    from search.report import Report, leaderboard_rows, search_description
+
+    spec, histories = _asha_spec(), _histories()
+    report = Report(leaderboard_rows(spec, histories), histories=histories)
+    summary = {"best_trial_id": "t0", "best_config": {"lr": 0.01}, "test_acc": 0.75,
+               "test_loss": 0.9}
+    text = search_description(spec, report, summary)
+    assert text.startswith("Search of `s.py` on cifar10: 4 trials (")
+    assert "**Top 4** by val_acc" in text and "| t0    | completed" in text
+    assert '**Best configuration** (t0, also in `best_config.json`): `{"lr": 0.01}`' in text
+    assert "**Test accuracy** of its best checkpoint: 0.7500" in text
+    assert "- `learning_curves.png`:" in text
+    assert "**Unfinished**" in search_description(spec, report, None)
+
+
 @pytest.fixture
 def ran(monkeypatch) -> list[list[str]]:
     """The commands `subprocess.run` was given; none is started."""

@@ -29,13 +29,17 @@ MAX_EPOCHS = 4
 class Search:
     """One search's files and the commands that start and resume it."""
 
-    def __init__(self, work: Path, image_folder: Path, search: str = "random"):
+    def __init__(self, work: Path, image_folder: Path, search: str = "random",
+                 scheduler: str = "asha_stopping"):
         self.work = work
         self.uri = f"sqlite:///{work}/mlflow.db"
         settings = {
             "dataset": "imagefolder", "data_dir": str(image_folder), "num_samples": NUM_SAMPLES,
             "max_epochs": MAX_EPOCHS, "grace_period": 1, "reduction_factor": 2,
             "max_concurrent": 2, "search": search, "seed": 1, "name": "interrupted",
+            # Ray's stopping ASHA ends trials as it goes, so "two finished, one mid-way" comes
+            # early; promotion ASHA's own resume is tested below.
+            "scheduler": scheduler,
             "storage": str(work / "results"), "tracking_uri": self.uri, "experiment": "resume",
         }
         # Each epoch takes at least 0.7 s, so the test can catch a trial mid-way.
@@ -164,6 +168,13 @@ def test_interrupted_search_resumes_without_loss_or_duplicates(sig, image_folder
         assert len(message.splitlines()) == 1
         assert "already exists" in message and "unfinished" in message
         assert "--resume" in message and "--name interrupted-2" in message
+        listed = subprocess.run([sys.executable, "-m", "search.cli", "ls", "--storage",
+                                 str(tmp_path / "results")], capture_output=True, text=True,
+                                env={"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"]})
+        row = next(line for line in listed.stdout.splitlines() if line.startswith("| interrupted "))
+        assert row.split("|")[2].strip() == "unfinished", listed.stdout
+        assert listed.stdout.splitlines()[-1].strip() == (
+            f"tune-run --resume interrupted --storage {tmp_path / 'results'}")
 
     resumed = search.run("--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -217,10 +228,57 @@ def _record(search: Search, with_times: bool = False) -> dict:
     out = {}
     for run in client.search_runs([experiment.experiment_id]):
         key = run.data.tags.get("tune_run.trial_id", "parent")
+        # The model card's latencies are measured again when a deleted store is rebuilt.
         history = {k: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, k)]
-                   for k in run.data.metrics}
+                   for k in run.data.metrics if not k.startswith("model_latency_ms")}
         tags = {k: v for k, v in run.data.tags.items() if k.startswith("tune_run.")}
         out[key] = (run.info.status, run.data.params, tags, history)
         if with_times:
             out[key] += (run.info.end_time,)
     return out
+
+
+def _saved_statuses(folder: Path) -> dict[str, str]:
+    """trial id -> status in Ray's latest saved experiment state."""
+    states = sorted(folder.glob("experiment_state-*.json"))
+    if not states:
+        return {}
+    try:
+        saved = json.loads(states[-1].read_text())
+    except (json.JSONDecodeError, OSError):  # being written
+        return {}
+    trials = [json.loads(state) if isinstance(state, str) else state
+              for state, _ in saved["trial_data"]]
+    return {t["trial_id"]: t["status"] for t in trials}
+
+
+def test_promotion_asha_resumes_with_trials_paused_at_rungs(image_folder, tmp_path):
+    search = Search(tmp_path, image_folder, scheduler="asha")
+    proc = search.start()
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        rows = search.result_rows()
+        statuses = _saved_statuses(search.folder)
+        paused = [t for t, s in statuses.items() if s == "PAUSED" and rows.get(t)]
+        if paused and any(len(r) >= 2 for r in rows.values()):
+            break
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    else:
+        pytest.fail("no trial was ever saved paused at a rung")
+    os.killpg(proc.pid, signal.SIGKILL)
+    injected("driver SIGKILL")
+    proc.communicate(timeout=60)
+    _kill_group(proc)
+
+    resumed = search.run("--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = search.result_rows()
+    assert len(after) == NUM_SAMPLES
+    assert set(_saved_statuses(search.folder).values()) == {"TERMINATED"}  # none left paused
+    for trial, iterations in after.items():
+        assert sorted(set(iterations)) == list(range(1, max(iterations) + 1)), (trial, iterations)
+        assert len(iterations) - len(set(iterations)) <= 1, (trial, iterations)
+        assert max(iterations) in (1, 2, MAX_EPOCHS), (trial, iterations)  # a rung or the end
+    for trial in paused:  # continued from its rung (or ended there), never started over
+        assert after[trial][:len(rows[trial])] == rows[trial], (trial, rows[trial], after[trial])

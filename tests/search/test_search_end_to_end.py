@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import mlflow.pytorch
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from core.data import load_dataset
 from tests.conftest import REPO, search_runs, write_space
@@ -21,7 +23,7 @@ MAX_EPOCHS = 4
 
 @pytest.fixture(scope="module")
 def finished_search(image_folder, tmp_path_factory):
-    """Runs one search of 8 trials; yields (workdir, tracking uri, CLI output)."""
+    """Runs one search of 8 trials; yields (workdir, tracking uri, CLI output: stdout, then stderr)."""
     work = tmp_path_factory.mktemp("search")
     settings = {
         "dataset": "imagefolder", "data_dir": str(image_folder), "num_samples": 8,
@@ -43,7 +45,7 @@ def finished_search(image_folder, tmp_path_factory):
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(work)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return work, uri, proc.stdout
+    return work, uri, proc.stdout + proc.stderr
 
 
 def _runs(uri):
@@ -102,10 +104,8 @@ def test_parent_run_holds_the_search_and_a_best_model_that_scores_as_reported(
     mlflow.set_tracking_uri(uri)
     model = mlflow.pytorch.load_model(f"runs:/{parent.info.run_id}/best_model")
     data = load_dataset("imagefolder", str(image_folder), cache_dir=str(work / "cache"))
-    mean = torch.tensor(data.mean).view(1, -1, 1, 1) * 255
-    std = torch.tensor(data.std).view(1, -1, 1, 1) * 255
-    with torch.no_grad():
-        logits = model((torch.from_numpy(data.test_x).float() - mean) / std)
+    with torch.no_grad():  # float 0..1 (N, C, H, W): the normalisation is inside the model
+        logits = model(torch.from_numpy(data.test_x).float() / 255)
     accuracy = float((logits.argmax(1).numpy() == data.test_y).mean())
     assert accuracy == pytest.approx(parent.data.metrics["test_acc"])
     assert f"on the test split: accuracy {accuracy:.4f}" in stdout
@@ -122,3 +122,80 @@ def test_ray_results_agree_with_mlflow(finished_search):
         rows = [json.loads(line) for line in (folder / "result.json").read_text().splitlines()]
         logged = client.get_metric_history(child.info.run_id, "val_acc")
         assert np.allclose([m.value for m in logged], [r["val_acc"] for r in rows])
+
+
+def _cli(work, uri, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "search.cli", *args, "--storage", str(work / "results"),
+         "--tracking-uri", uri],
+        cwd=work, capture_output=True, text=True, timeout=300,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(work)},
+    )
+
+
+def test_predict_prints_the_top_3_classes_of_image_files_of_any_size(finished_search, tmp_path):
+    work, uri, _ = finished_search
+    wide, grey = tmp_path / "wide.png", tmp_path / "grey.jpg"
+    Image.new("RGB", (40, 17), (200, 0, 0)).save(wide)
+    Image.new("L", (5, 9), 90).save(grey)
+    proc = _cli(work, uri, "predict", "tiny", str(wide), str(grey))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert [line.split(": ")[0] for line in lines] == [str(wide), str(grey)]
+    for line in lines:  # 'wide.png: class0 0.912, class2 0.051, class1 0.037'
+        ranked = re.findall(r"(class\d) (\d\.\d{3})", line)
+        assert len(ranked) == 3 and len({c for c, _ in ranked}) == 3
+        assert [float(p) for _, p in ranked] == sorted((float(p) for _, p in ranked), reverse=True)
+
+
+@pytest.mark.bad_input
+def test_predict_refuses_an_unreadable_file_or_a_missing_search(finished_search, tmp_path):
+    work, uri, _ = finished_search
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("not an image")
+    for args, named in ((("tiny", str(notes)), "notes.jpg"), (("nosuch", str(notes)), "nosuch")):
+        proc = _cli(work, uri, "predict", *args)
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr.count("\n") == 1 and named in proc.stderr, proc.stderr
+
+
+def test_the_console_tells_the_search_in_plain_lines_without_noise(finished_search):
+    _, _, output = finished_search
+    lines = output.splitlines()
+    # Not a terminal: no Ray tables or boxes, no worker output, no traceback, no terminal codes.
+    for noise in ("Traceback", "SystemExit", "Trial status", "Checkpoint successfully", "╭",
+                  "Warning", "WARNING", "\x1b["):
+        assert noise not in output, (noise, output[-3000:])
+    assert sum(bool(re.search(r"\] t\d\d started", line)) for line in lines) == 8
+    assert sum(bool(re.search(r"\] t\d\d ended: ", line)) for line in lines) == 8
+    epoch_lines = [re.search(r"(t\d\d) epoch (\d+)/", line) for line in lines]
+    epochs = [m.groups() for m in epoch_lines if m]
+    assert len(epochs) == len(set(epochs)) >= 8  # at most one line per trial and epoch
+    assert any("stopped at epoch" in line and "the rung's cut" in line for line in lines)
+    assert any(line.startswith("[") and "search ended: 8 of 8 trials ended" in line
+               for line in lines)
+    assert len(lines) <= 60, output
+
+
+def test_ls_shows_the_finished_search(finished_search):
+    work, _, _ = finished_search
+    proc = subprocess.run([sys.executable, "-m", "search.cli", "ls", "--storage",
+                           str(work / "results")], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| tiny "))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[1:3] == ["finished", "8/8"] and re.fullmatch(r"val_acc [01](\.\d+)?", cells[4])
+    assert "Resume" not in proc.stdout
+
+
+def test_runs_have_descriptions_a_reviewer_reads_first(finished_search):
+    _, uri, _ = finished_search
+    _, parents, children = _runs(uri)
+    note = parents[0].data.tags["mlflow.note.content"]
+    assert note.startswith("Search of `tiny.py` on imagefolder: 8 trials")
+    assert "**Top 5** by val_acc" in note and "**Best configuration**" in note
+    assert "**Test accuracy** of its best checkpoint" in note and "`learning_curves.png`" in note
+    for child in children:
+        said = child.data.tags["mlflow.note.content"]
+        assert said.startswith(("**Completed**", "**Stopped by ASHA at rung")), said

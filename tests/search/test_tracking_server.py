@@ -139,18 +139,19 @@ def test_search_logs_over_http_and_keeps_secrets_out(server, image_folder, tmp_p
     mlflow.set_tracking_uri(server.uri)
     model = mlflow.pytorch.load_model(f"runs:/{parent.info.run_id}/best_model")
     data = load_dataset("imagefolder", str(image_folder), cache_dir=str(tmp_path / "cache"))
-    mean = torch.tensor(data.mean).view(1, -1, 1, 1) * 255
-    std = torch.tensor(data.std).view(1, -1, 1, 1) * 255
+    pixels = torch.from_numpy(data.test_x).float() / 255  # the model normalises them itself
     with torch.no_grad():
-        predicted = model((torch.from_numpy(data.test_x).float() - mean) / std).argmax(1).numpy()
+        predicted = model(pixels).argmax(1).numpy()
     assert float((predicted == data.test_y).mean()) == pytest.approx(parent.data.metrics["test_acc"])
 
-    # --register made the best model a version in the Model Registry, and it scores the same.
+    # --register made the best model a version in the Model Registry, the alias champion points at
+    # it, and it scores the same.
     (version,) = client.search_model_versions("name = 'tiny-resnet'")
     assert version.run_id == parent.info.run_id
-    registered = mlflow.pytorch.load_model(f"models:/tiny-resnet/{version.version}")
+    assert client.get_model_version_by_alias("tiny-resnet", "champion").version == version.version
+    registered = mlflow.pytorch.load_model("models:/tiny-resnet@champion")
     with torch.no_grad():
-        again = registered((torch.from_numpy(data.test_x).float() - mean) / std).argmax(1).numpy()
+        again = registered(pixels).argmax(1).numpy()
     assert (again == predicted).all()
 
     stored = [str(v) for r in parents + children
