@@ -148,7 +148,6 @@ class PromotionASHA(FIFOScheduler):
         # next trial is staged at once, so Ray hands it the worker's actor instead of stopping it.
         self.leaving: set[str] = set()
         self.seen: set[str] = set()
-        self.ended_at_rung: dict[str, int] = {}  # trials that ended paused, by their rung
         self.decisions: list[RungDecision] = []
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
@@ -237,8 +236,7 @@ class PromotionASHA(FIFOScheduler):
         else:
             ending = [self._book().worst_waiting(paused)]
         for trial_id in ending:
-            self.ended_at_rung[trial_id] = self._book().rung_of(trial_id) or 0
-            self._decide(trial_id, self.ended_at_rung[trial_id], "ended")
+            self._decide(trial_id, self._book().rung_of(trial_id) or 0, "ended")
             tune_controller.stop_trial(paused[trial_id])
             _save_with_next_snapshot(tune_controller, paused[trial_id])
 
@@ -246,8 +244,6 @@ class PromotionASHA(FIFOScheduler):
         book = self._book()
         decision = RungDecision(trial_id, milestone, book.value(trial_id, milestone) if milestone else None,
                                 book.cut(milestone) if milestone else None, outcome)
-        if not hasattr(self, "decisions"):  # unpickled from a search started before decisions
-            self.decisions = []
         self.decisions.append(decision)
 
     def _paused_ids(self, tune_controller) -> set[str]:
