@@ -81,6 +81,7 @@ MODELS = ("resnet18",)  # what core/models.py's build_model builds
 PRECISIONS = ("auto", "fp32", "bf16")  # what core/precision.py's resolve_mode takes
 OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "adadelta", "rmsprop")
 SCHEDULES = ("constant", "step", "multistep", "exponential", "cosine", "onecycle")
+PRUNE_METHODS = ("unstructured", "channel")  # what core/pruning.py's make_pruner takes
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "prelu", "gelu")
 
 _TABLE = (
@@ -98,8 +99,10 @@ _TABLE = (
            low=0.0, high=1.0, high_open=True),
     HParam("mixup_alpha", 0.0, "Beta(alpha, alpha) of Mixup; 0 turns it off", low=0.0, high=100.0),
     HParam("label_smoothing", 0.0, "label-smoothing epsilon", low=0.0, high=1.0, high_open=True),
-    HParam("prune_ratio", 0.0, "final fraction of conv and linear weights pruned by global magnitude",
-           low=0.0, high=1.0, high_open=True),
+    HParam("prune_ratio", 0.0, "final fraction of conv and linear weights removed, reached gradually "
+           "by 75 % of max_epochs", low=0.0, high=1.0, high_open=True),
+    HParam("prune_method", "unstructured", "unstructured (zero the smallest weights) or channel "
+           "(remove whole channels: a smaller, faster model)", choices=PRUNE_METHODS),
     HParam("activation", "relu", "activation function", choices=ACTIVATIONS),
     HParam("norm", "batch", "normalisation layer", choices=("batch", "none")),
     HParam("conv", "standard", "3x3 convolutions: standard, or depthwise + pointwise",

@@ -14,7 +14,6 @@ the two flavours of one model):
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -121,32 +120,3 @@ def _load_pyfunc(data_path: str, model_config: dict | None = None) -> ImageClass
     meta = json.loads((folder / META_FILE).read_text())
     model = torch.load(folder / "model.pth", map_location="cpu", weights_only=False).eval()
     return ImageClassifier(model, meta["classes"], meta["image_size"], meta["channels"])
-
-
-def parameter_counts(model: nn.Module) -> tuple[int, int]:
-    """(non-zero, total) parameters of `model`."""
-    params = list(model.parameters())
-    return sum(int(p.count_nonzero()) for p in params), sum(p.numel() for p in params)
-
-
-@torch.no_grad()
-def latency_ms(model: nn.Module, batch: int, channels: int, image_size: int, threads: int = 1,
-               budget_s: float = 0.5, max_runs: int = 20) -> float:
-    """Median wall time in ms of one forward pass of `batch` images on the CPU with `threads` torch
-    threads: one warm-up pass, then at least 3 timed passes, more while `budget_s` lasts. One thread
-    by default: on a shared machine, more threads than idle cores make the figure mostly waiting."""
-    model = model.eval()
-    x = torch.rand(batch, channels, image_size, image_size)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        model(x)
-        times: list[float] = []
-        start = time.perf_counter()
-        while len(times) < 3 or (len(times) < max_runs and time.perf_counter() - start < budget_s):
-            t0 = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - t0) * 1000)
-    finally:
-        torch.set_num_threads(before)
-    return float(np.median(times))

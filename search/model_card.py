@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.served import Classifier, latency_ms, parameter_counts
+from core.cost import latency_ms, parameter_counts
+from core.served import Classifier
 from search.model_flavour import SERIALIZATION_FORMAT
 from search.tracking import SearchRecord
 

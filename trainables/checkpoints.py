@@ -10,11 +10,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.utils import prune
 
 from core.inference import final_weights
 from core.models import build_model
-from core.pruning import GradualPruner, prunable
+from core.pruning import ChannelPruner, GradualPruner, fit_to_state, make_pruner
 from core.served import Classifier
 
 FILE = "trial.pt"
@@ -33,23 +32,33 @@ def model_spec(model_name: str, num_classes: int, in_channels: int, hp: dict) ->
     """Everything needed to rebuild the trial's model: what build_model takes."""
     options = {k: hp[k] for k in ("width", "activation", "norm", "conv", "dropout", "init")}
     return {"name": model_name, "num_classes": num_classes, "in_channels": in_channels,
-            "prune_ratio": hp["prune_ratio"], "options": options}
+            "prune_ratio": hp["prune_ratio"], "prune_method": hp["prune_method"],
+            "options": options}
 
 
-def build_from_spec(spec: dict[str, Any], epochs: int = 1) -> tuple[nn.Module, GradualPruner]:
+def build_from_spec(spec: dict[str, Any],
+                    epochs: int = 1) -> tuple[nn.Module, GradualPruner | ChannelPruner]:
+    """The dense model of `spec` and its pruner (checkpoints from before prune_method: unstructured)."""
     model = build_model(spec["name"], spec["num_classes"], spec["in_channels"], **spec["options"])
-    return model, GradualPruner(model, spec["prune_ratio"], epochs)
+    return model, make_pruner(model, spec.get("prune_method", "unstructured"), spec["prune_ratio"],
+                              epochs, spec["in_channels"])
+
+
+def load_model_state(model: nn.Module, pruner: GradualPruner | ChannelPruner,
+                     state: dict[str, torch.Tensor]) -> None:
+    """Loads a checkpoint's weights into the model `build_from_spec` made, reshaping it first where
+    channels were removed."""
+    if isinstance(pruner, ChannelPruner):
+        fit_to_state(model, state)
+    model.load_state_dict(state)
 
 
 def model_from_checkpoint(folder: str | Path) -> nn.Module:
     """The trained model of a checkpoint, with pruning made permanent (plain `weight` tensors)."""
     state = load(folder)
     model, pruner = build_from_spec(state["model_spec"])
-    model.load_state_dict(state["model"])
-    if pruner.final_ratio > 0:
-        for module, name in prunable(model):
-            prune.remove(module, name)
-    return model.eval()
+    load_model_state(model, pruner, state["model"])
+    return final_weights(model).eval()
 
 
 def served_model(model: nn.Module, folder: str | Path) -> Classifier:

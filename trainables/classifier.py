@@ -16,6 +16,7 @@ import torch
 from ray import tune
 
 from core.augment import BatchAugment, crop_padding
+from core.cost import CostMeter
 from core.data import Dataset
 from core.finetune import freeze, load_pretrained
 from core.hparams import resolve
@@ -23,6 +24,7 @@ from core.inference import inference_copy
 from core.mixup import make_mixup
 from core.optim import make_optimizer, make_schedule
 from core.precision import resolve_mode
+from core.pruning import rebind
 from core.train import evaluate, steps_per_epoch, train_epoch
 from trainables import checkpoints
 from trainables.faults import inject_fault
@@ -68,7 +70,9 @@ def train_classifier(config: dict, data: Dataset, settings: TrialSettings) -> No
     amp = mode.autocast_dtype
     step_model = torch.compile(model) if settings.compile and device.type == "cuda" else model
 
-    done = _restore(tune.get_checkpoint(), model, optimizer, schedule, generator)
+    cost = CostMeter(data.in_channels, data.image_size, gpu=device if device.type == "cuda" else None)
+    done = _restore(tune.get_checkpoint(), model, pruner, optimizer, schedule, generator)
+    model.to(memory_format=mode.memory_format)  # layers reshaped to a channel-pruned checkpoint
     for epoch in range(done + 1, settings.max_epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         try:
@@ -82,15 +86,16 @@ def train_classifier(config: dict, data: Dataset, settings: TrialSettings) -> No
                 f"or width, or give trials more of a GPU ({str(e).splitlines()[0]})"
             ) from None
         diverged = not math.isfinite(stats.loss)
-        sparsity = pruner.sparsity() if diverged else pruner.step(epoch)
+        sparsity = pruner.sparsity() if diverged else pruner.step(epoch, optimizer)
         val_loss, val_acc = evaluate(_eval_model(model, step_model), vx, vy, augment,
                                      _eval_batch(device), autocast_dtype=amp)
-        metrics = {
+        metrics = cost.measure(model).metrics() | {
             "epoch": epoch, "train_loss": stats.loss, "val_loss": val_loss, "val_acc": val_acc,
             "lr": lr, "sparsity": sparsity, "epoch_seconds": stats.seconds,
             "images_per_s": stats.images_per_s, "device": str(device),
             "precision": mode.precision, "layout": mode.layout,
             "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
+            "node": ray.get_runtime_context().get_node_id(),  # which Ray node trained this epoch
         }
         if diverged:
             # Diverged: report it (with the search metric, as Ray requires) and end the trial now
@@ -135,13 +140,14 @@ def _on_device(x, y, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return xt.to(device), yt.to(device)
 
 
-def _restore(checkpoint, model, optimizer, schedule, generator) -> int:
+def _restore(checkpoint, model, pruner, optimizer, schedule, generator) -> int:
     """Loads the last checkpoint, if Ray gave one; returns the number of epochs already done."""
     if checkpoint is None:
         return 0
     with checkpoint.as_directory() as folder:
         state = checkpoints.load(folder)
-    model.load_state_dict(state["model"])
+    checkpoints.load_model_state(model, pruner, state["model"])
+    rebind(optimizer, model)  # channels removed before the checkpoint: its parameters are new
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
     torch.set_rng_state(state["torch_rng"])

@@ -1,4 +1,4 @@
-"""Tests of core/pruning.py: gradual global magnitude pruning."""
+"""Tests of core/pruning.py: gradual pruning by weights (unstructured) and by channels."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from core.models import ResNet18, build_model
-from core.pruning import GradualPruner, prunable, sparsity_of
+from core.pruning import (
+    ChannelPruner,
+    GradualPruner,
+    fit_to_state,
+    make_pruner,
+    prunable,
+    rebind,
+    sparsity_of,
+)
 
 EPOCHS = 4  # pruning ends at epoch ceil(0.75 * 4) = 3
 
@@ -116,3 +124,104 @@ def test_pruning_works_on_channels_last_weights():
         pruner.step(epoch)
     assert abs(pruner.sparsity() - 0.5) < 0.005
     model(torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)).sum().backward()
+
+
+# --- channel pruning: whole channels removed, the model physically smaller ---------------------
+
+def _weights(model) -> int:
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+
+
+def _prune_channels(model, ratio=0.5, epochs=EPOCHS, until=EPOCHS, optimizer=None):
+    pruner = ChannelPruner(model, ratio, epochs, in_channels=3)
+    return pruner, [pruner.step(e, optimizer) for e in range(1, until + 1)]
+
+
+@pytest.mark.parametrize("conv", ["standard", "separable"])
+def test_channel_pruning_makes_the_model_smaller_and_it_still_runs(conv):
+    model = build_model("resnet18", 10, 3, width=0.25, conv=conv)
+    dense = _weights(model)
+    _, reached = _prune_channels(model, 0.5)
+    # prune_ratio is the fraction of weights removed, as for unstructured pruning
+    assert 0.4 <= 1 - _weights(model) / dense <= 0.55
+    assert reached[-1] == pytest.approx(1 - _weights(model) / dense)
+    assert model.conv1.out_channels < 16 and model.fc.in_features < 128
+    assert model.fc.out_features == 10  # the classes are never pruned
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)  # residual additions still line up
+
+
+def test_channel_pruning_is_gradual_on_the_cubic_schedule():
+    pruner, reached = _prune_channels(_model(), 0.5, epochs=8, until=8)
+    assert all(b >= a for a, b in itertools.pairwise(reached))
+    assert reached[0] < reached[3]  # not all at once
+    for epoch, s in enumerate(reached, start=1):
+        assert abs(s - pruner.target(epoch)) < 0.08  # whole channels: close to the weight target
+
+
+def test_channel_pruning_keeps_the_largest_channels():
+    model = _model()
+    with torch.no_grad():  # the stem's channel 0 is by far the largest in its group
+        model.conv1.weight[0].mul_(100)
+    kept = model.conv1.weight[0].clone()
+    _prune_channels(model, 0.5)
+    assert any(torch.equal(w, kept) for w in model.conv1.weight)
+
+
+def test_channel_pruning_points_the_optimizer_at_the_new_parameters():
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(4, 3, 32, 32)).sum().backward()
+    optimizer.step()
+    _prune_channels(model, 0.5, until=1, optimizer=optimizer)
+    params = list(model.parameters())
+    assert [id(p) for p in optimizer.param_groups[0]["params"]] == [id(p) for p in params]
+    assert all(optimizer.state[p]["momentum_buffer"].shape == p.shape for p in optimizer.state)
+    model(torch.randn(4, 3, 32, 32)).sum().backward()
+    optimizer.step()  # no shape mismatch
+
+
+def test_channel_pruning_keeps_frozen_layers_frozen_and_channels_last_weights():
+    model = _model().to(memory_format=torch.channels_last)
+    model.conv1.weight.requires_grad_(False)
+    _prune_channels(model, 0.5, until=2)
+    assert not model.conv1.weight.requires_grad and model.fc.weight.requires_grad
+    assert model.layer1[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_channel_pruned_checkpoint_reloads_and_pruning_continues_where_it_stopped():
+    # Resume mid-pruning: the checkpoint of epoch 2 loads into a fresh dense model, and the rest of
+    # the schedule gives the same shapes as an uninterrupted run.
+    torch.manual_seed(0)
+    straight = _model()
+    pruner = ChannelPruner(straight, 0.5, EPOCHS, in_channels=3)
+    for epoch in (1, 2):
+        pruner.step(epoch)
+    saved = {k: v.clone() for k, v in straight.state_dict().items()}
+    x = torch.randn(2, 3, 32, 32)
+    expected = straight.eval()(x)
+
+    resumed = _model(seed=1)
+    resumed_pruner = ChannelPruner(resumed, 0.5, EPOCHS, in_channels=3)
+    resumed.load_state_dict(fit_to_state(resumed, saved).state_dict() | saved)
+    assert torch.allclose(resumed.eval()(x), expected, atol=1e-5)
+    for epoch in (3, 4):
+        pruner.step(epoch)
+        resumed_pruner.step(epoch)
+    assert [p.shape for p in resumed.parameters()] == [p.shape for p in straight.parameters()]
+    assert resumed_pruner.sparsity() == pytest.approx(pruner.sparsity())
+
+
+def test_make_pruner_names_the_methods():
+    assert isinstance(make_pruner(_model(), "channel", 0.5, 4, 3), ChannelPruner)
+    assert isinstance(make_pruner(_model(), "unstructured", 0.5, 4, 3), GradualPruner)
+    with pytest.raises(ValueError, match="unstructured or channel"):
+        make_pruner(_model(), "filter", 0.5, 4, 3)
+
+
+def test_rebind_keeps_the_state_of_unchanged_parameters():
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(1, 2)).sum().backward()
+    optimizer.step()
+    rebind(optimizer, model)
+    assert set(optimizer.state) == set(model.parameters())
