@@ -43,6 +43,8 @@ class HParam:
             return f"{value!r} is not one of {allowed}{hint}"
         if self.kind is str:
             return None if isinstance(value, str) else f"must be a string, got {value!r}"
+        if self.kind is dict:
+            return None if isinstance(value, dict) else f"must be a dict, got {value!r}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"must be a number, got {value!r}"
         if self.kind is int and not float(value).is_integer():

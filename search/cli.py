@@ -34,7 +34,7 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default
 # Flags that override a space file's settings, by setting name.
 OVERRIDE_FLAGS = ("name", "num_samples", "max_epochs", "search", "gpus_per_trial", "cpus_per_trial",
                   "max_concurrent", "data_dir", "storage", "tracking_uri", "seed", "register",
-                  "precision", "scheduler")
+                  "precision", "scheduler", "max_latency_ms")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -242,10 +242,15 @@ def _report(args: argparse.Namespace) -> int:
 
     spec = _saved_spec(args)
     out = Path(args.out) if args.out else spec.experiment_path / REPORT_DIR
-    record = SearchRecord(spec.tracking_uri, spec.experiment, str(spec.experiment_path), spec.name)
+    record = SearchRecord(spec.tracking_uri, spec.experiment, spec.experiment_uri, spec.name)
     report = log_report(spec, record, out)
     print(f"Trials of {spec.name!r} by {spec.metric} ({spec.mode}):")
     print(leaderboard_markdown(report.rows))
+    if report.pareto:
+        from search.pareto import front_table, spec_objectives
+
+        print("\nPareto front (at each trial's last epoch; trials stopped early are not eligible):")
+        print(leaderboard_markdown(front_table(report.pareto, spec_objectives(spec))))
     print(f"\n{len(report.files)} report files in {out}, logged to MLflow run "
           f"{record.parent_id} (experiment {spec.experiment!r}) under {REPORT_DIR}/")
     return 0
@@ -254,9 +259,11 @@ def _report(args: argparse.Namespace) -> int:
 def _ls(args: argparse.Namespace) -> int:
     from search.experiment_folder import ago, resume_command, search_states
     from search.report import leaderboard_markdown
+    from search.storage import pull_all, tune_storage_path
 
-    storage = Path(args.storage or SETTINGS["storage"].default).resolve()
-    found = search_states(storage)
+    location = args.storage or SETTINGS["storage"].default
+    storage = tune_storage_path(location)  # the folder, or the s3:// URI
+    found = search_states(pull_all(location))  # S3: read from a fresh local copy
     if not found:
         print(f"no searches in {storage}")
         return 0
@@ -338,11 +345,19 @@ def _shutdown_ray() -> None:
 
 
 def _print_results(spec: SearchSpec, results) -> None:
+    from search.report import leaderboard_markdown
+
     print()
     print(f"Best trials of {spec.name!r} by {spec.metric} ({spec.mode}):")
     print(results.table())
     print()
-    print(f"Best configuration ({results.best_trial_id}): {results.best_config}")
+    if results.front:
+        print(f"Pareto front ({len(results.front)} trials, at their last epoch; trials stopped "
+              "early are not eligible):")
+        print(leaderboard_markdown(results.front))
+        print()
+    print(f"Best configuration ({results.best_trial_id}"
+          + (f": {results.why}" if results.front else "") + f"): {results.best_config}")
     print(f"{spec.metric} = {results.best_value:.4f}; on the test split: accuracy "
           f"{results.test_acc:.4f}, loss {results.test_loss:.4f}")
     print(f"Review it: tune-run ui --tracking-uri {redact(spec.tracking_uri or DEFAULT_TRACKING_URI)}")
@@ -372,7 +387,15 @@ def describe(spec: SearchSpec, samples: int = 3) -> str:
     else:
         lines.append(f"  scheduler: FIFO (no early stopping), {s['max_epochs']} epochs")
     lines.append(f"  search algorithm: {s['search']} (seed {s['seed']})")
-    lines.append(f"  metric: {s['metric']} ({s['mode']})")
+    if s["objectives"] and len(s["objectives"]) > 1:
+        names = ", ".join(f"{m} ({mode})" for m, mode in s["objectives"].items())
+        lines.append(f"  objectives: {names}: the Pareto front of trials that run all epochs; "
+                     f"early stopping ranks by {s['metric']}")
+    else:
+        lines.append(f"  metric: {s['metric']} ({s['mode']})")
+    if s["max_latency_ms"] is not None:
+        lines.append(f"  best model: the most {s['metric']} on the front within latency_ms "
+                     f"{s['max_latency_ms']:g}")
     lines.append(f"  precision: {s['precision']}" + (" (bf16 autocast where the device runs it fast, "
                  "else fp32), channels-last" if s["precision"] == "auto" else ", channels-last"))
     lines.append(f"  resources per trial: {s['cpus_per_trial']:g} CPU, {s['gpus_per_trial']:g} GPU "

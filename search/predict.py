@@ -22,7 +22,7 @@ def predict_files(spec: SearchSpec, files: list[str],
 
     Raises SpecError (one line) when the search has no best model in its MLflow store or a file
     cannot be read as an image; every file is read before any is predicted."""
-    record = SearchRecord.find(spec.tracking_uri, spec.experiment, str(spec.experiment_path),
+    record = SearchRecord.find(spec.tracking_uri, spec.experiment, spec.experiment_uri,
                                spec.name)
     if record is None or not record.has_tag("tune_run.best_model", MODEL_NAME):
         raise SpecError(

@@ -109,17 +109,29 @@ def _check_database(uri: str) -> None:
 
 
 def check_storage(storage: str) -> Check:
-    """The storage folder: a local (or mounted shared) folder that exists or can be made."""
+    """The storage: an S3 bucket that answers, or a local (or mounted shared) folder that exists
+    or can be made. (Whether every node of a cluster sees a local folder is checked once Ray has
+    started: search/cluster.py.)"""
+    from search import storage as stores
+
+    if stores.is_remote(storage):
+        return Check("storage", stores.check(storage))
     scheme = urlparse(storage).scheme
     if "://" in storage and len(scheme) > 1:
-        raise SpecError(f"--storage: {storage}: {scheme}:// storage is not supported yet; give a "
-                        f"local folder, or a shared folder mounted on every node (NFS)")
+        raise SpecError(f"--storage: {storage}: {scheme}:// storage is not supported; give "
+                        f"s3://bucket/prefix, a local folder, or a shared folder mounted on every "
+                        f"node (NFS)")
     folder = Path(storage).resolve()
     _check_creatable(folder, "--storage")
     return Check("storage", f"folder {folder} is writable or can be created")
 
 
 def make_storage(storage: str) -> None:
+    from search import storage as stores
+
+    if stores.is_remote(storage):
+        stores.probe_write(storage)
+        return
     folder = Path(storage).resolve()
     try:
         folder.mkdir(parents=True, exist_ok=True)

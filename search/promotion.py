@@ -301,8 +301,9 @@ def _save_with_next_snapshot(tune_controller, trial: Trial) -> None:
 
     Ray 2.60's `TuneController._schedule_trial_stop` returns before marking a trial that has no
     actor (a paused one) for the next experiment snapshot, so the saved state would keep it PAUSED
-    and a finished search would look unfinished. No public API marks it; this is the one place that
-    reaches past the scheduler's view of the controller.
+    and a finished search would look unfinished. No public API marks it, and no Ray issue about it
+    was found (searched ray-project/ray's issues for stopping a paused trial and its saved status);
+    this is the one place that reaches past the scheduler's view of the controller.
     """
     controller = getattr(tune_controller, "_tune_controller", tune_controller)
     controller._mark_trial_to_checkpoint(trial)

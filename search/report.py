@@ -22,6 +22,7 @@ from ray.tune.search.sample import Categorical, Float, Integer
 
 from search import experiment_folder
 from search.domains import is_log, value_set
+from search.pareto import front_table, pareto_rows, spec_objectives, write_front
 from search.spec import SearchSpec, SpecError
 from search.tracking import SearchRecord, ended_run
 
@@ -36,6 +37,7 @@ class Report:
     files: list[Path] = field(default_factory=list)
     importance: dict[str, Any] = field(default_factory=dict)  # what importance.json holds
     histories: list[tuple[Trial, list[dict]]] = field(default_factory=list)  # Ray's order
+    pareto: list[dict[str, Any]] = field(default_factory=list)  # several objectives: pareto_rows
 
 
 def build_report(spec: SearchSpec, out_dir: str | Path) -> Report:
@@ -68,6 +70,9 @@ def build_report(spec: SearchSpec, out_dir: str | Path) -> Report:
     report.files.append(out / "importance.json")
     if "importances" in report.importance:
         report.files.append(_plot_importance(report.importance, out / "importance.png"))
+    if len(spec_objectives(spec)) > 1:
+        report.pareto = pareto_rows(spec, histories)
+        report.files += write_front(spec, report.pareto, out)
     return report
 
 
@@ -245,6 +250,10 @@ REPORT_FILES = {
     "parallel_coordinates.png": "every trial's hyperparameters, coloured by its best metric",
     "importance.json, importance.png": "fANOVA importance of each hyperparameter",
 }
+PARETO_FILES = {
+    "pareto.csv, pareto.png": "each trial's objectives after its last epoch and where it stands: on "
+                              "the front, dominated, or stopped early (never eligible)",
+}
 
 
 def describe_runs(spec: SearchSpec, record: SearchRecord, report: Report,
@@ -252,10 +261,12 @@ def describe_runs(spec: SearchSpec, record: SearchRecord, report: Report,
     """Sets the Description of the parent run (the search, its top 5, best configuration and test
     accuracy, what the report holds) and of each child run (how its trial ended, and why)."""
     cuts = rung_cuts(spec, report.histories)
+    standing = {r["trial"]: r["pareto"] for r in report.pareto}
     for trial, history in report.histories:
         run_id = record.opened(trial.trial_id)
         if run_id:
-            record.describe(run_id, trial_description(spec, trial, history, cuts))
+            tags = {"tune_run.pareto": standing[trial.trial_id]} if trial.trial_id in standing else {}
+            record.describe(run_id, trial_description(spec, trial, history, cuts), tags)
     record.describe(record.parent_id, search_description(spec, report, summary))
 
 
@@ -339,8 +350,17 @@ def search_description(spec: SearchSpec, report: Report, summary: dict[str, Any]
                   f"`best_config.json`): `{json.dumps(summary['best_config'], default=str)}`", "",
                   f"**Test accuracy** of its best checkpoint: {summary['test_acc']:.4f} (loss "
                   f"{summary['test_loss']:.4f}), on the test split, used once at the end.", ""]
+    if report.pareto:
+        objectives = spec_objectives(spec)
+        front = front_table(report.pareto, objectives)
+        names = " against ".join(f"{o.metric} ({o.mode})" for o in objectives)
+        lines += [f"**Pareto front** of {names}: {len(front)} trials, at their last epoch "
+                  "(trials stopped early are not eligible):", "", leaderboard_markdown(front), ""]
+        if summary is not None and summary.get("why"):
+            lines += [f"The best model is {summary['best_trial_id']}'s: {summary['why']}.", ""]
     lines += [f"**Report** (artifacts under `{REPORT_DIR}/`):", ""]
-    lines += [f"- `{name}`: {what}" for name, what in REPORT_FILES.items()]
+    files = REPORT_FILES | (PARETO_FILES if report.pareto else {})
+    lines += [f"- `{name}`: {what}" for name, what in files.items()]
     return "\n".join(lines)
 
 

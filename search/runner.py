@@ -18,9 +18,11 @@ import torch
 
 from core.data import Dataset, load_dataset
 from search import experiment_folder
+from search import storage as stores
+from search.cluster import check_shared_storage
 from search.console import SearchConsole, quiet_outside_systems
 from search.domains import grid_points
-from search.experiment_folder import DONE, SAVED_SETTINGS, SAVED_SPACE, TOTAL_TRIALS
+from search.experiment_folder import DONE, DRIVER, SAVED_SETTINGS, SAVED_SPACE, TOTAL_TRIALS
 from search.preflight import check_tracking_uri, make_storage, run_checks
 from search.promotion import spec_rungs
 from search.redact import first_line
@@ -40,7 +42,7 @@ class Outcome:
 
 def experiment_state(spec: SearchSpec) -> str:
     """'new', 'unfinished' or 'finished'."""
-    path = spec.experiment_path
+    path = stores.pull(spec.storage, spec.name)  # S3: a fresh local copy of the folder
     if (path / DONE).exists():
         return "finished"
     if experiment_folder.can_resume(path):
@@ -63,10 +65,11 @@ def resume_command(spec: SearchSpec) -> str:
 
 def load_saved_spec(name: str, storage: str, overrides: dict) -> SearchSpec:
     """The spec a search was started with, from its experiment folder (for `--resume NAME`)."""
-    folder = Path(storage).resolve() / name
+    folder = stores.pull(storage, name)  # S3: a fresh local copy of the folder
     saved = folder / SAVED_SETTINGS
     if not saved.exists():
-        raise SpecError(f"--resume: no search named {name!r} in {Path(storage).resolve()}")
+        raise SpecError(f"--resume: no search named {name!r} in "
+                        f"{stores.tune_storage_path(storage)}")
     settings = json.loads(saved.read_text())
     quick, origin = settings.pop("_quick", False), settings.pop("_origin")
     settings.pop(TOTAL_TRIALS, None)
@@ -82,7 +85,7 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
                verbose: bool = False) -> Outcome:
     """Runs (or resumes) the search of `spec`; returns whether it finished and its results.
     Ray's and MLflow's own output shows only with `verbose`; the console tells the search."""
-    from search.tuner import new_tuner, restored_tuner, start_ray, trial_resources, tuner_scheduler
+    from search.tuner import make_scheduler, new_tuner, restored_tuner, start_ray, trial_resources
 
     run_checks(spec, address, create=False)  # tracking URI, storage, data, cluster address
     _fail_fast_over_http(spec.tracking_uri)
@@ -92,30 +95,36 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
                             image_size=spec.image_size)
     start_ray(address, verbose)
     trial_resources(spec)  # more GPUs per trial than the cluster has: refused before any record
+    check_shared_storage(spec.storage)  # a local folder that other nodes cannot see: refused
     make_storage(spec.storage)  # only once everything was checked: a refusal leaves nothing
-    record = SearchRecord(spec.tracking_uri, spec.experiment, str(spec.experiment_path), spec.name)
+    record = SearchRecord(spec.tracking_uri, spec.experiment, spec.experiment_uri, spec.name)
     _log_search_settings(record, spec)
-    callback = MlflowTracking(spec.tracking_uri, spec.experiment, str(spec.experiment_path),
+    callback = MlflowTracking(spec.tracking_uri, spec.experiment, spec.experiment_uri,
                               spec.name, spec.max_epochs, spec.dimensions, spec_rungs(spec))
     console = SearchConsole(spec.name, spec.metric, spec.mode, total_trials(spec), spec.max_epochs,
                             spec.dimensions, spec_rungs(spec),
                             epochs_done=experiment_folder.epochs_trained(spec.experiment_path))
+    scheduler = make_scheduler(spec)
     if resume:
-        tuner = restored_tuner(spec, data, [callback, console], retry_errored, verbose)
+        tuner = restored_tuner(spec, data, [callback, console], retry_errored, verbose, scheduler)
     else:
         _save_spec(spec)
-        tuner = new_tuner(spec, data, [callback, console], verbose)
-    console.follow(tuner_scheduler(tuner))
+        tuner = new_tuner(spec, data, [callback, console], verbose, scheduler)
+    console.follow(scheduler)
     experiment_folder.mark_running(spec.experiment_path)
+    stores.push(spec.storage, spec.name, DRIVER)
     try:
         grid = tuner.fit()
     finally:
         console.close()
         experiment_folder.mark_stopped(spec.experiment_path)
+        stores.remove(spec.storage, spec.name, DRIVER)
+        stores.pull(spec.storage, spec.name)  # S3: the result files the nodes and Ray wrote
     finished = not callback.unfinished and all_trials_ended(spec)
     results, model = summarise(spec, grid, data) if finished else (None, None)
     if results:
         (spec.experiment_path / DONE).write_text(json.dumps(results.summary(), indent=2))
+        stores.push(spec.storage, spec.name, DONE)
     _record_with_retries(spec, record, results.summary() if results else None, model)
     return Outcome(finished, results, resume_command(spec))
 
@@ -132,7 +141,7 @@ def _record_with_retries(spec: SearchSpec, record: SearchRecord, summary: dict |
             if wait is None:
                 print(f"tune-run: warning: the MLflow record is incomplete ({first_line(e)}); "
                       f"complete it with `tune-run sync {spec.name} --storage "
-                      f"{spec.experiment_path.parent}`", file=sys.stderr)
+                      f"{stores.tune_storage_path(spec.storage)}`", file=sys.stderr)
                 return
             print(f"tune-run: MLflow is not answering ({type(e).__name__}); retrying in {wait:g} s",
                   file=sys.stderr)
@@ -172,8 +181,9 @@ def _save_spec(spec: SearchSpec) -> None:
     shutil.copyfile(spec.source, spec.experiment_path / SAVED_SPACE / spec.source.name)
     settings = dict(spec.settings) | {"_quick": spec.quick, "_origin": spec.origin,
                                       TOTAL_TRIALS: total_trials(spec),
-                                      "storage": str(spec.experiment_path.parent)}
+                                      "storage": stores.tune_storage_path(spec.storage)}
     (spec.experiment_path / SAVED_SETTINGS).write_text(json.dumps(settings, indent=2))
+    stores.push(spec.storage, spec.name, SAVED_SETTINGS, SAVED_SPACE)
 
 
 def sync_search(spec: SearchSpec) -> int:
@@ -183,16 +193,16 @@ def sync_search(spec: SearchSpec) -> int:
 
     check_tracking_uri(spec.tracking_uri)
     _fail_fast_over_http(spec.tracking_uri)
-    record = SearchRecord(spec.tracking_uri, spec.experiment, str(spec.experiment_path), spec.name)
+    record = SearchRecord(spec.tracking_uri, spec.experiment, spec.experiment_uri, spec.name)
     _log_search_settings(record, spec, reopen=False)
     done = spec.experiment_path / DONE
     summary = json.loads(done.read_text()) if done.exists() else None
-    model = model_from_checkpoint(summary["checkpoint"]) if summary else None
+    model = model_from_checkpoint(stores.local_folder(summary["checkpoint"])) if summary else None
     return record_search(spec, record, summary, model)
 
 
 def _log_search_settings(record: SearchRecord, spec: SearchSpec, reopen: bool = True) -> None:
-    settings = spec.settings | {"storage": str(spec.experiment_path.parent)}
+    settings = spec.settings | {"storage": stores.tune_storage_path(spec.storage)}
     settings.pop("tracking_uri", None)  # may hold credentials
     record.log_settings(settings, spec.space, str(spec.source), spec.origin)
     if reopen:

@@ -44,6 +44,12 @@ SETTINGS: dict[str, HParam] = {h.name: h for h in (
     HParam("model", "resnet18", "model", choices=MODELS),
     HParam("metric", "val_acc", "metric that ranks trials", choices=METRICS),
     HParam("mode", "max", "whether the metric is maximised or minimised", choices=("max", "min")),
+    HParam("objectives", None, "several metrics at once, e.g. {\"val_acc\": \"max\", "
+           "\"latency_ms\": \"min\"}: the search finds their Pareto front; the first one is "
+           "the metric of early stopping", kind=dict, optional=True),
+    HParam("max_latency_ms", None, "the best model is the most accurate on the front whose "
+           "latency_ms (batch 1, one CPU thread) is within this", low=0.0, low_open=True,
+           optional=True),
     HParam("num_samples", 8, "number of trials (times each grid point)", kind=int, low=1, high=100000),
     HParam("max_epochs", 10, "epochs of a trial that is never stopped early", kind=int,
            low=1, high=100000),
@@ -70,7 +76,8 @@ SETTINGS: dict[str, HParam] = {h.name: h for h in (
            low=0, high=2**31 - 1),
     HParam("max_failures", 2, "retries of a crashed trial, from its last checkpoint", kind=int,
            low=0, high=1000),
-    HParam("storage", "tune-results", "folder of Ray Tune's experiment folders", kind=str),
+    HParam("storage", "tune-results", "folder of Ray Tune's experiment folders, or "
+           "s3://bucket/prefix (endpoint and credentials from the AWS_* variables)", kind=str),
     HParam("tracking_uri", None, "MLflow tracking URI (default: MLFLOW_TRACKING_URI or mlflow.db)",
            kind=str, optional=True),
     HParam("experiment", "tune-run", "MLflow experiment holding the search's parent run", kind=str),
@@ -101,7 +108,17 @@ class SearchSpec:
 
     @property
     def experiment_path(self) -> Path:
-        return Path(self.settings["storage"]).resolve() / self.settings["name"]
+        """The experiment folder on this machine (for S3 storage, its local copy)."""
+        from search.storage import local_root
+
+        return local_root(self.settings["storage"]) / self.settings["name"]
+
+    @property
+    def experiment_uri(self) -> str:
+        """Where Ray keeps the experiment folder: an s3:// URI, or the local folder's path."""
+        from search.storage import experiment_uri
+
+        return experiment_uri(self.settings["storage"], self.settings["name"])
 
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None, quick: bool = False,
@@ -210,12 +227,37 @@ def _check_settings(where: str, settings: dict[str, Any], default_name: str) -> 
             f"{where}: settings.grace_period: {full['grace_period']} is more than max_epochs "
             f"({full['max_epochs']}); set it to at most max_epochs"
         )
+    _check_objectives(where, full, settings)
     for key in ("num_samples", "max_epochs", "grace_period", "max_concurrent", "seed",
                 "max_failures"):
         full[key] = int(full[key])
     if full["image_size"] is not None:
         full["image_size"] = int(full["image_size"])
     return full
+
+
+def _check_objectives(where: str, full: dict[str, Any], given: dict[str, Any]) -> None:
+    """Objectives: known metrics, each max or min; the first becomes `metric` and `mode` (what
+    early stopping ranks by), so a different `metric` or `mode` beside them is a contradiction."""
+    objectives = full["objectives"]
+    if objectives is None:
+        return
+    if not objectives:
+        raise SpecError(f"{where}: settings.objectives: empty; name at least one metric, e.g. "
+                        "{\"val_acc\": \"max\", \"latency_ms\": \"min\"}")
+    for metric, mode in objectives.items():
+        if metric not in METRICS:
+            raise SpecError(f"{where}: settings.objectives: {metric!r} is not a reported metric; "
+                            f"use one of {', '.join(METRICS)}{suggest(metric, METRICS)}")
+        if mode not in ("max", "min"):
+            raise SpecError(f"{where}: settings.objectives.{metric}: {mode!r} must be 'max' or 'min'")
+    first, first_mode = next(iter(objectives.items()))
+    for name, value in (("metric", first), ("mode", first_mode)):
+        if name in given and given[name] != value:
+            raise SpecError(f"{where}: settings.{name}: {given[name]!r} differs from the first "
+                            f"objective's {value!r}; drop `{name}` (the first objective is it)")
+    full["metric"], full["mode"] = first, first_mode
+    full["objectives"] = dict(objectives)
 
 
 def _hparam_hint(key: str) -> str:

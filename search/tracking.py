@@ -164,10 +164,14 @@ class SearchRecord:
         for path in paths:
             self.client.log_artifact(self.parent_id, str(path), artifact_path=folder)
 
-    def describe(self, run_id: str, markdown: str) -> None:
-        """The run's Description in the MLflow UI (MLflow's `mlflow.note.content` tag)."""
-        if self.client.get_run(run_id).data.tags.get(NOTE) != markdown:
-            self.client.set_tag(run_id, NOTE, markdown)
+    def describe(self, run_id: str, markdown: str, tags: dict[str, str] | None = None) -> None:
+        """The run's Description in the MLflow UI (MLflow's `mlflow.note.content` tag), and any
+        other `tags` that say where the run stands; only what changed is written."""
+        have = self.client.get_run(run_id).data.tags
+        wanted = {NOTE: markdown, **(tags or {})}
+        changed = [RunTag(k, v) for k, v in wanted.items() if have.get(k) != v]
+        if changed:
+            self.client.log_batch(run_id, tags=changed)
 
     def finish(self, run_id: str, status: str, tags: dict[str, str] | None = None) -> None:
         """Ends the run with `status` and `tags`; changes nothing when it already has them."""
@@ -263,7 +267,7 @@ class SearchRecord:
 
 
 # What a trial reports about how it ran, recorded as tags of its child run.
-RUN_FACTS = ("device", "precision", "layout")
+RUN_FACTS = ("device", "precision", "layout", "node")
 
 
 def _quote(value: str) -> str:

@@ -12,8 +12,10 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from core.data import Dataset
+from search.pareto import FinalResultsOptuna, judged_on_last_epoch, spec_objectives
 from search.promotion import PausedTrialsWait, PromotionASHA
 from search.spec import SearchSpec, SpecError
+from search.storage import tune_storage_path
 from trainables.classifier import TrialSettings, train_classifier
 
 
@@ -87,37 +89,45 @@ def make_search_alg(spec: SearchSpec):
         return BasicVariantGenerator(random_state=spec.seed,
                                      max_concurrent=0 if promotion else limit or 0)
     from optuna.samplers import TPESampler
-    from ray.tune.search.optuna import OptunaSearch
 
-    searcher = OptunaSearch(sampler=TPESampler(seed=spec.seed))
+    # TPE takes one objective or several; only trials that ran all their epochs teach it.
+    searcher = FinalResultsOptuna(spec_objectives(spec), spec.max_epochs,
+                                  sampler=TPESampler(seed=spec.seed))
     if not limit:
         return searcher
     return (PausedTrialsWait if promotion else ConcurrencyLimiter)(searcher, max_concurrent=limit)
 
 
 def new_tuner(spec: SearchSpec, data: Dataset, callbacks: list[tune.Callback],
-              verbose: bool = False) -> tune.Tuner:
+              verbose: bool = False, scheduler=None) -> tune.Tuner:
+    """A Tuner for a new search; `scheduler` (else `make_scheduler(spec)`) is the one it runs."""
     return tune.Tuner(
         make_trainable(spec, data),
         param_space=spec.space,
         tune_config=tune.TuneConfig(
             metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
-            scheduler=make_scheduler(spec), search_alg=make_search_alg(spec),
+            scheduler=scheduler or make_scheduler(spec), search_alg=make_search_alg(spec),
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=spec.name,
-            storage_path=str(spec.experiment_path.parent),
+            storage_path=tune_storage_path(spec.storage),  # a local folder, or s3://bucket/prefix
             callbacks=callbacks,
-            # Ray keeps the latest checkpoint as well, so resume and the best model both work.
-            checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=spec.metric,
-                checkpoint_score_order=spec.mode,
-            ),
+            checkpoint_config=kept_checkpoints(spec),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             verbose=_ray_verbosity(verbose),
         ),
     )
+
+
+def kept_checkpoints(spec: SearchSpec) -> tune.CheckpointConfig:
+    """Each trial keeps its best checkpoint by the metric, and Ray keeps the latest as well, so
+    resume and the best model both work. A trial judged by its last epoch (several objectives, or
+    channels removed as it trains: the model shrinks after its best epoch) keeps its latest only."""
+    if judged_on_last_epoch(spec):
+        return tune.CheckpointConfig(num_to_keep=1)
+    return tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=spec.metric,
+                                 checkpoint_score_order=spec.mode)
 
 
 def _ray_verbosity(verbose: bool) -> int:
@@ -126,22 +136,32 @@ def _ray_verbosity(verbose: bool) -> int:
 
 
 def restored_tuner(spec: SearchSpec, data: Dataset, callbacks: list[tune.Callback],
-                   retry_errored: bool = True, verbose: bool = False) -> tune.Tuner:
+                   retry_errored: bool = True, verbose: bool = False,
+                   scheduler=None) -> tune.Tuner:
     """The search's Tuner from its experiment folder: finished trials stay finished, running ones
-    continue from their last checkpoint, the search algorithm and ASHA's rungs come back."""
+    continue from their last checkpoint, the search algorithm's state comes back, and
+    `scheduler` (else `make_scheduler(spec)`) rebuilds ASHA's rungs from the trials' results."""
     tuner = tune.Tuner.restore(
-        str(spec.experiment_path), make_trainable(spec, data),
+        spec.experiment_uri, make_trainable(spec, data),
         resume_unfinished=True, resume_errored=retry_errored, param_space=spec.space,
     )
-    # Ray brings back the callbacks pickled at the start; use this run's (its tracking URI and
-    # code may differ). Ray has no public setter for this.
-    run_config = tuner._local_tuner.get_run_config()
+    # Ray brings back the callbacks and the scheduler pickled when the search started (Ray saves
+    # no scheduler state; ours rebuild from the result files). Use this run's: its tracking URI
+    # and code may differ, and the console follows the scheduler it was given.
+    run_config, tune_config = _restored_configs(tuner)
     run_config.callbacks = callbacks
     run_config.verbose = _ray_verbosity(verbose)
+    tune_config.scheduler = scheduler or make_scheduler(spec)
     return tuner
 
 
-def tuner_scheduler(tuner: tune.Tuner):
-    """The trial scheduler the Tuner will run with: the one it was built with, or for a restored
-    Tuner the one Ray unpickled from the experiment folder. Ray has no public getter of it."""
-    return tuner._local_tuner._tune_config.scheduler
+def _restored_configs(tuner: tune.Tuner) -> tuple[tune.RunConfig, tune.TuneConfig]:
+    """The RunConfig and TuneConfig a restored Tuner will run with, to be changed in place.
+
+    Ray 2.60 has no public getter or setter for them: `Tuner.restore` takes neither, and Ray's
+    issue ray-project/ray#41364 ("add to the Tuner class interface a mean to get back the
+    tune_config and run_config from a restored tuner", open) names this very workaround. The one
+    place tune-run reaches into the Tuner.
+    """
+    internal = tuner._local_tuner
+    return internal.get_run_config(), internal._tune_config

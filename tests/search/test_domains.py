@@ -7,6 +7,7 @@ from ray import tune
 
 from core.hparams import HPARAMS, HParam
 from search.domains import ValueSet, describe, domain_problem, largest_value, value_set
+from tests.search.conftest import refuse_space_file, space_file
 
 # A float range [0, 1) and an integer range [1, 10], as the table declares ranges.
 UNIT = HParam("unit", 0.0, "test", low=0.0, high=1.0, high_open=True)
@@ -105,3 +106,44 @@ def test_largest_value_and_description():
     assert describe(tune.loguniform(1e-3, 0.1)) == "float loguniform [0.001, 0.1)"
     assert describe(tune.qrandint(0, 6, 3)) == "integer uniform q=3 [0, 6]"
     assert describe(tune.randn(0, 1)) == "float normal (unbounded)"
+
+
+# Every Ray domain in a space file, checked at the door with its own bounds:
+# (id, space file text, CLI flags, fragments the error must name)
+BAD_DOMAINS = [
+    ("empty-choice", space_file(space='{"lr": tune.choice([])}'), [],
+     ["space.lr", "nothing to choose"]),
+    ("randn-for-a-bounded-range", space_file(space='{"lr": tune.randn(0.1, 0.01)}'), [],
+     ["space.lr", "any number"]),
+    ("qrandn-for-a-bounded-range", space_file(space='{"dropout": tune.qrandn(0.2, 0.1, 0.1)}'), [],
+     ["space.dropout", "any number"]),
+    ("quniform-reaches-an-open-end", space_file(space='{"dropout": tune.quniform(0.0, 1.0, 0.5)}'),
+     [], ["space.dropout", "[0, 1]"]),
+    ("qrandint-reaches-its-upper-bound",
+     space_file(space='{"batch_size": tune.qrandint(16, 65552, 16)}'), [], ["space.batch_size"]),
+    ("randint-below-the-range", space_file(space='{"batch_size": tune.randint(0, 64)}'), [],
+     ["space.batch_size", "[0, 63]"]),
+    ("lograndint-for-a-choice", space_file(space='{"optimizer": tune.lograndint(1, 4)}'), [],
+     ["space.optimizer", "tune.choice"]),
+    ("qloguniform-above-the-range",
+     space_file(space='{"weight_decay": tune.qloguniform(0.1, 2.0, 0.1)}'), [],
+     ["space.weight_decay"]),
+    ("empty-range", space_file(space='{"lr": tune.uniform(0.1, 0.1)}'), [],
+     ["space.lr", "holds no value"]),
+    ("nested-dict", space_file(space='{"lr": {"low": 0.01, "high": 0.1}}'), [],
+     ["space.lr", "nested dicts"]),
+    ("sample-from-bad-value", space_file(space='{"lr": tune.sample_from(lambda _: -1.0)}'), [],
+     ["space.lr", "tune.sample_from returned a bad value"]),
+    ("sample-from-raises", space_file(space='{"lr": tune.sample_from(lambda _: 1 / 0)}'), [],
+     ["space.lr", "ZeroDivisionError"]),
+    ("choice-of-domains", space_file(space='{"lr": tune.choice([tune.uniform(0.1, 0.2)])}'), [],
+     ["space.lr", "plain values"]),
+    ("ray-refuses-at-import", space_file(space='{"lr": tune.quniform(0.01, 0.1, 0.03)}'), [],
+     ["bad.py:4", "ValueError"]),
+]
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("case_id,text,flags,fragments", BAD_DOMAINS, ids=[c[0] for c in BAD_DOMAINS])
+def test_bad_domain_in_a_space_file_is_refused(case_id, text, flags, fragments, workdir, capsys):
+    refuse_space_file(text, flags, fragments, workdir, capsys)

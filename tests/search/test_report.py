@@ -179,47 +179,6 @@ def test_the_search_description_has_the_top_5_the_best_configuration_and_the_tes
     assert "**Unfinished**" in search_description(spec, report, None)
 
 
-@pytest.fixture
-def ran(monkeypatch) -> list[list[str]]:
-    """The commands `subprocess.run` was given; none is started."""
-    import subprocess
-
-    commands = []
-    monkeypatch.setattr(subprocess, "run", lambda command, **_: commands.append(command) or
-                        subprocess.CompletedProcess(command, 0))
-    return commands
-
-
-def _flag(command: list[str], flag: str) -> str:
-    return command[command.index(flag) + 1]
-
-
-def test_ui_binds_this_machine_only_by_default(ran, monkeypatch, capsys):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert cli.main(["ui"]) == 0
-    assert ran[0][1:4] == ["-m", "mlflow", "ui"]
-    assert _flag(ran[0], "--host") == "127.0.0.1" and _flag(ran[0], "--port") == "5000"
-    assert _flag(ran[0], "--backend-store-uri") == "sqlite:///mlflow.db"
-    # The URL comes first, before the server's own output.
-    assert capsys.readouterr().out.startswith(
-        "MLflow UI of sqlite:///mlflow.db at http://127.0.0.1:5000")
-
-
-def test_ui_takes_the_store_from_the_environment_and_host_and_port_from_flags(ran, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x.db")
-    assert cli.main(["ui", "--host", "0.0.0.0", "--port", "8080"]) == 0
-    assert _flag(ran[0], "--backend-store-uri") == "sqlite:////tmp/x.db"
-    assert _flag(ran[0], "--host") == "0.0.0.0" and _flag(ran[0], "--port") == "8080"
-    assert cli.ui_command("u", "127.0.0.1", 5000) == [
-        sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", "u", "--host", "127.0.0.1",
-        "--port", "5000"]
-
-
-def test_ui_refuses_a_port_out_of_range_in_one_line(ran, capsys):
-    assert cli.main(["ui", "--port", "70000"]) == cli.EXIT_BAD_INPUT
-    assert not ran and capsys.readouterr().err.strip().count("\n") == 0
-
-
 # --- one real search, through the CLI -----------------------------------------------------------
 
 REPORT_FILES = {"leaderboard.csv", "leaderboard.md", "learning_curves.png", "metric_vs_lr.png",

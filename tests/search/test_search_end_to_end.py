@@ -11,42 +11,12 @@ import mlflow.pytorch
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from core.data import load_dataset
-from tests.conftest import REPO, search_runs, write_space
+from tests.conftest import REPO, search_runs
+from tests.search.conftest import MAX_EPOCHS
 
 pytestmark = pytest.mark.slow
-
-MAX_EPOCHS = 4
-
-
-@pytest.fixture(scope="module")
-def finished_search(image_folder, tmp_path_factory):
-    """Runs one search of 8 trials; yields (workdir, tracking uri, CLI output: stdout, then stderr)."""
-    work = tmp_path_factory.mktemp("search")
-    settings = {
-        "dataset": "imagefolder", "data_dir": str(image_folder), "num_samples": 8,
-        "max_epochs": MAX_EPOCHS, "grace_period": 1, "reduction_factor": 2,
-        "max_concurrent": 2, "seed": 3, "experiment": "e2e",
-    }
-    # lr 1e-5 learns nothing in 4 epochs: such trials fall below the rung cut-offs.
-    space = write_space(work / "tiny.py", settings, """
-        "lr": tune.choice([1e-5, 0.05]),
-        "optimizer": tune.choice(["sgd", "adamw"]),
-        "width": 0.0625,
-        "batch_size": 16,
-    """)
-    uri = f"sqlite:///{work}/mlflow.db"
-    proc = subprocess.run(
-        [sys.executable, "-m", "search.cli", str(space), "--tracking-uri", uri,
-         "--storage", str(work / "results")],
-        cwd=work, capture_output=True, text=True, timeout=600,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(work)},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return work, uri, proc.stdout + proc.stderr
-
 
 def _runs(uri):
     return search_runs(uri, "e2e")
@@ -122,41 +92,6 @@ def test_ray_results_agree_with_mlflow(finished_search):
         rows = [json.loads(line) for line in (folder / "result.json").read_text().splitlines()]
         logged = client.get_metric_history(child.info.run_id, "val_acc")
         assert np.allclose([m.value for m in logged], [r["val_acc"] for r in rows])
-
-
-def _cli(work, uri, *args):
-    return subprocess.run(
-        [sys.executable, "-m", "search.cli", *args, "--storage", str(work / "results"),
-         "--tracking-uri", uri],
-        cwd=work, capture_output=True, text=True, timeout=300,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(work)},
-    )
-
-
-def test_predict_prints_the_top_3_classes_of_image_files_of_any_size(finished_search, tmp_path):
-    work, uri, _ = finished_search
-    wide, grey = tmp_path / "wide.png", tmp_path / "grey.jpg"
-    Image.new("RGB", (40, 17), (200, 0, 0)).save(wide)
-    Image.new("L", (5, 9), 90).save(grey)
-    proc = _cli(work, uri, "predict", "tiny", str(wide), str(grey))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = proc.stdout.strip().splitlines()
-    assert [line.split(": ")[0] for line in lines] == [str(wide), str(grey)]
-    for line in lines:  # 'wide.png: class0 0.912, class2 0.051, class1 0.037'
-        ranked = re.findall(r"(class\d) (\d\.\d{3})", line)
-        assert len(ranked) == 3 and len({c for c, _ in ranked}) == 3
-        assert [float(p) for _, p in ranked] == sorted((float(p) for _, p in ranked), reverse=True)
-
-
-@pytest.mark.bad_input
-def test_predict_refuses_an_unreadable_file_or_a_missing_search(finished_search, tmp_path):
-    work, uri, _ = finished_search
-    notes = tmp_path / "notes.jpg"
-    notes.write_text("not an image")
-    for args, named in ((("tiny", str(notes)), "notes.jpg"), (("nosuch", str(notes)), "nosuch")):
-        proc = _cli(work, uri, "predict", *args)
-        assert proc.returncode == 2 and proc.stdout == ""
-        assert proc.stderr.count("\n") == 1 and named in proc.stderr, proc.stderr
 
 
 def test_the_console_tells_the_search_in_plain_lines_without_noise(finished_search):

@@ -1,0 +1,253 @@
+"""Outside systems for the cluster tests, started on this machine on loopback by the tests and
+stopped by their own PIDs: an S3 server (moto's server mode, as Ray's own storage tests use), a Ray
+cluster of a head and worker nodes (`ray start`, as a user starts one, each node with its own ports
+and one CPU), and a throwaway PostgreSQL cluster (Debian's binaries).
+
+Each is shared by a session-scoped fixture (registered in tests/conftest.py): starting them costs
+seconds each, and the suite's budget is minutes. None leaves Ray's address file
+(`ray_current_cluster`) in the machine's /tmp/ray: every Ray process gets its own temp folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+VENV_BIN = Path(sys.executable).parent
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout_s: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s:g} s")
+
+
+def stop(proc: subprocess.Popen, timeout_s: float = 20.0) -> None:
+    """Stops a process this module started, and its process group, by PID."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout_s)
+    except ProcessLookupError:
+        pass
+
+
+class S3Server:
+    """moto's S3 server on a loopback port; `env` holds the AWS variables that point at it."""
+
+    def __init__(self, folder: Path):
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log = open(folder / "moto.log", "w")
+        self.proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p",
+                                      str(self.port)], stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        wait_for_port(self.port, proc=self.proc)
+        self.env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                    "AWS_SECRET_ACCESS_KEY": "testing-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="testing",
+                            aws_secret_access_key="testing-secret", region_name="us-east-1")
+
+    def bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+    def close(self) -> None:
+        stop(self.proc)
+        self.log.close()
+
+
+class RayCluster:
+    """A head and worker nodes started with `ray start`, as on a real cluster, each with one CPU.
+
+    `hidden` is a folder that one worker node (started in its own mount namespace, with an empty
+    tmpfs over that folder) cannot see: a node of another machine, for the shared-storage check.
+    """
+
+    def __init__(self, folder: Path, env: dict[str, str], workers: int = 2,
+                 hidden: Path | None = None):
+        # Short paths: Ray's sockets live under its temp folder (at most 107 characters).
+        self.temp = Path(tempfile.mkdtemp(prefix="tr-ray-", dir="/tmp"))
+        self.env = os.environ | env | {
+            "RAY_TMPDIR": str(self.temp), "TMPDIR": str(self.temp),
+            # A dead node is seen in seconds, not the default half a minute.
+            "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
+            "RAY_health_check_initial_delay_ms": "1000", "RAY_USAGE_STATS_ENABLED": "0",
+        }
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.logs = folder
+        self.nodes: list[subprocess.Popen] = []
+        self._start("head", ["--head", f"--port={self.port}", "--include-dashboard=false",
+                             f"--temp-dir={self.temp}"])
+        wait_for_port(self.port, proc=self.nodes[0])
+        for i in range(workers):
+            self.add_worker(hide=hidden if i == workers - 1 else None)
+        self.wait_for_nodes(1 + workers)
+
+    def _start(self, name: str, args: list[str], hide: Path | None = None) -> subprocess.Popen:
+        command = [str(VENV_BIN / "ray"), "start", *args, "--num-cpus=1", "--num-gpus=0",
+                   "--object-store-memory=100000000", f"--node-manager-port={free_port()}",
+                   f"--object-manager-port={free_port()}", f"--min-worker-port={free_port()}",
+                   "--max-worker-port=0", "--disable-usage-stats", "--block"]
+        if hide is not None:
+            hide.mkdir(parents=True, exist_ok=True)
+            inner = " ".join(f"'{a}'" for a in command)
+            command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                       f"mount -t tmpfs tmpfs '{hide}' && exec {inner}"]
+        log = open(self.logs / f"ray-{name}.log", "w")
+        proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.nodes.append(proc)
+        return proc
+
+    def add_worker(self, hide: Path | None = None) -> subprocess.Popen:
+        return self._start(f"worker{len(self.nodes)}", [f"--address={self.address}"], hide)
+
+    def alive_nodes(self) -> list[dict]:
+        """Ray's records of the alive nodes, read by a short-lived process of its own (the test
+        process stays out of Ray)."""
+        import json
+
+        code = ("import json, ray; ray.init(address=%r, logging_level='ERROR', "
+                "log_to_driver=False); print(json.dumps([n for n in ray.nodes() if n['Alive']]))"
+                % self.address)
+        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True,
+                             text=True, timeout=60, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    def wait_for_nodes(self, count: int, timeout_s: float = 90.0) -> list[dict]:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            nodes = self.alive_nodes()
+            if len(nodes) == count:
+                return nodes
+            time.sleep(1)
+        raise TimeoutError(f"the cluster has {len(nodes)} alive nodes, not {count}")
+
+    def raylet_pid(self, node: subprocess.Popen) -> int:
+        """The PID of the raylet of the node that `ray start` process `node` started (the raylet
+        stays in the session `ray start` began: its PID is the session's id)."""
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                try:
+                    text = stat.read_text()
+                except OSError:
+                    continue
+                comm, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:]
+                if comm == "raylet" and int(rest.split()[3]) == node.pid:  # field 6: session id
+                    return int(stat.parent.name)
+            time.sleep(0.5)
+        raise RuntimeError(f"no raylet in the session of {node.pid}")
+
+    def close(self) -> None:
+        for proc in reversed(self.nodes):
+            stop(proc)
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster on a loopback port, in a temp folder, owned by `postgres`
+    when the tests run as root (PostgreSQL refuses to run as root)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.port = free_port()
+        self.data = folder / "pgdata"
+        self.user = "postgres" if os.geteuid() == 0 else None
+        if self.user:
+            shutil.chown(folder, self.user)
+        self._run([str(POSTGRES_BIN / "initdb"), "-D", str(self.data), "-U", "tune",
+                   "--auth=trust", "-E", "UTF8"])
+        log = folder / "postgres.log"
+        self.proc = subprocess.Popen(
+            self._wrap([str(POSTGRES_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port),
+                        "-h", "127.0.0.1", "-k", str(folder)]),
+            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_port(self.port, proc=self.proc)
+
+    def _wrap(self, command: list[str]) -> list[str]:
+        return ["runuser", "-u", self.user, "--", *command] if self.user else command
+
+    def _run(self, command: list[str]) -> None:
+        subprocess.run(self._wrap(command), check=True, capture_output=True, timeout=120)
+
+    def database(self, name: str) -> str:
+        """Creates database `name`; returns its SQLAlchemy URI."""
+        import psycopg2
+
+        con = psycopg2.connect(host="127.0.0.1", port=self.port, user="tune", dbname="postgres")
+        con.autocommit = True
+        with con.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        con.close()
+        return f"postgresql://tune@127.0.0.1:{self.port}/{name}"
+
+    def close(self) -> None:
+        stop(self.proc)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory, s3_server):
+    """A head and two workers; the second worker cannot see `cluster.hidden` (another machine's
+    disk, for the shared-storage check). Every node has the S3 server's AWS variables."""
+    folder = tmp_path_factory.mktemp("cluster")
+    hidden = Path(tempfile.mkdtemp(prefix="tr-local-only-", dir="/tmp"))
+    cluster = RayCluster(folder, s3_server.env, workers=2, hidden=hidden)
+    cluster.hidden = hidden
+    yield cluster
+    cluster.close()
+    shutil.rmtree(hidden, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    if not (POSTGRES_BIN / "postgres").exists():
+        pytest.skip(f"PostgreSQL binaries not in {POSTGRES_BIN}")
+    server = Postgres(Path(tempfile.mkdtemp(prefix="tr-pg-", dir="/tmp")))
+    yield server
+    server.close()

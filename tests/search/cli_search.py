@@ -1,0 +1,113 @@
+"""A search run as users run it: the CLI in a subprocess with a real local Ray and a real MLflow
+SQLite store, slow enough per epoch to be caught mid-way (tests of resume and sync)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, injected, write_space
+
+NUM_SAMPLES = 5
+MAX_EPOCHS = 4
+
+
+class Search:
+    """One search's files and the commands that start and resume it."""
+
+    def __init__(self, work: Path, image_folder: Path, search: str = "random",
+                 scheduler: str = "asha_stopping"):
+        self.work = work
+        self.uri = f"sqlite:///{work}/mlflow.db"
+        settings = {
+            "dataset": "imagefolder", "data_dir": str(image_folder), "num_samples": NUM_SAMPLES,
+            "max_epochs": MAX_EPOCHS, "grace_period": 1, "reduction_factor": 2,
+            "max_concurrent": 2, "search": search, "seed": 1, "name": "interrupted",
+            # Ray's stopping ASHA ends trials as it goes, so "two finished, one mid-way" comes
+            # early; promotion ASHA's own resume is tested below.
+            "scheduler": scheduler,
+            "storage": str(work / "results"), "tracking_uri": self.uri, "experiment": "resume",
+        }
+        # Each epoch takes at least 0.7 s, so the test can catch a trial mid-way.
+        self.space = write_space(work / "space.py", settings, """
+            "lr": tune.loguniform(1e-3, 1e-1),
+            "width": 0.0625,
+            "batch_size": 16,
+            "_fault": {"kind": "slow", "seconds": 0.7},
+        """)
+        self.folder = work / "results" / "interrupted"
+
+    def start(self, *flags: str) -> subprocess.Popen:
+        env = {"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"], "HOME": str(self.work),
+               "TUNE_RUN_TEST_FAULTS": "1"}
+        return subprocess.Popen(
+            [sys.executable, "-m", "search.cli", str(self.space), *flags], cwd=self.work,
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,  # its own process group: the Ray processes it starts
+        )
+
+    def run(self, *flags: str) -> subprocess.CompletedProcess:
+        proc = self.start(*flags)
+        out, err = proc.communicate(timeout=600)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    def trial_states(self) -> dict[str, tuple[str, int]]:
+        """trial id -> (MLflow status, epochs logged), read straight from the SQLite store."""
+        db = self.work / "mlflow.db"
+        if not db.exists():
+            return {}
+        try:
+            with sqlite3.connect(db, timeout=1) as con:
+                rows = con.execute(
+                    "SELECT t.value, r.status, (SELECT count(*) FROM metrics m WHERE "
+                    "m.run_uuid = r.run_uuid AND m.key = 'val_acc') FROM runs r JOIN tags t "
+                    "ON t.run_uuid = r.run_uuid AND t.key = 'tune_run.trial_id'").fetchall()
+        except sqlite3.OperationalError:  # tables not created yet, or busy
+            return {}
+        return {trial: (status, epochs) for trial, status, epochs in rows}
+
+    def interrupt_when_two_finished_and_one_midway(self, proc: subprocess.Popen, sig: int):
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            states = self.trial_states()
+            finished = [t for t, (s, _) in states.items() if s == "FINISHED"]
+            midway = [t for t, (s, n) in states.items() if s == "RUNNING" and 1 <= n < MAX_EPOCHS]
+            if len(finished) >= 2 and midway:
+                break
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("the search never had two finished trials and one mid-way")
+        rows_before = self.result_rows()
+        proc.send_signal(sig)
+        injected(f"driver {signal.Signals(sig).name}")
+        try:
+            out, err = proc.communicate(timeout=120)
+        finally:
+            kill_group(proc)
+        return rows_before, midway, proc.returncode, out, err
+
+    def result_rows(self) -> dict[str, list[int]]:
+        """trial id -> the training_iteration of each row of Ray's result.json."""
+        rows = {}
+        for path in self.folder.glob("train_classifier_*/result.json"):
+            lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            if lines:  # a trial folder Ray made but never reported to has none
+                rows[lines[0]["trial_id"]] = [r["training_iteration"] for r in lines]
+        return rows
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """Stops what is left of the processes this test started (Ray's, in the search's group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,182 @@
+"""Tests of search/pareto.py: the front, the best model within a latency budget, and what Optuna is
+told about trials that did not run to the end."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.samplers import TPESampler
+from optuna.trial import TrialState
+from ray import tune
+
+from search.pareto import (
+    DOMINATED,
+    EARLY,
+    NO_VALUE,
+    ON_FRONT,
+    FinalResultsOptuna,
+    Objective,
+    best_row,
+    dominates,
+    front,
+    hypervolume_2d,
+    judged_on_last_epoch,
+    pareto_rows,
+    write_front,
+)
+from search.spec import build_spec
+
+ACC, LAT = Objective("val_acc", "max"), Objective("latency_ms", "min")
+BOTH = [ACC, LAT]
+
+
+def test_dominance_needs_at_least_as_good_everywhere_and_better_somewhere():
+    a = {"val_acc": 0.9, "latency_ms": 2.0}
+    assert dominates(a, {"val_acc": 0.8, "latency_ms": 2.0}, BOTH)
+    assert dominates(a, {"val_acc": 0.8, "latency_ms": 3.0}, BOTH)
+    assert not dominates(a, {"val_acc": 0.95, "latency_ms": 3.0}, BOTH)  # a trade-off
+    assert not dominates(a, dict(a), BOTH)  # equal points do not dominate each other
+
+
+def test_the_front_is_every_point_nothing_dominates():
+    points = {"fast": {"val_acc": 0.6, "latency_ms": 1.0}, "mid": {"val_acc": 0.8, "latency_ms": 2.0},
+              "slow": {"val_acc": 0.9, "latency_ms": 5.0}, "bad": {"val_acc": 0.7, "latency_ms": 3.0},
+              "twin": {"val_acc": 0.8, "latency_ms": 2.0}}
+    assert front(points, BOTH) == {"fast", "mid", "slow", "twin"}
+    assert front(points, [ACC]) == {"slow"}  # one objective: the best alone
+
+
+def test_hypervolume_of_a_known_front():
+    # Points (acc, ms) (0.9, 5), (0.8, 2) against reference (0, 10): as minimisation of (-acc, ms),
+    # the union of [−0.9, 0] x [5, 10] and [−0.8, 0] x [2, 10]: 0.9*5 + 0.8*3 = 6.9.
+    pts = [{"val_acc": 0.9, "latency_ms": 5.0}, {"val_acc": 0.8, "latency_ms": 2.0},
+           {"val_acc": 0.5, "latency_ms": 6.0}]  # dominated: adds nothing
+    assert hypervolume_2d(pts, BOTH, {"val_acc": 0.0, "latency_ms": 10.0}) == pytest.approx(6.9)
+    assert hypervolume_2d([], BOTH, {"val_acc": 0.0, "latency_ms": 10.0}) == 0
+
+
+# --- a search's trials --------------------------------------------------------------------------
+
+@dataclass
+class FakeTrial:  # what pareto_rows reads of Ray's Trial
+    trial_id: str
+    config: dict = field(default_factory=dict)
+
+
+def _spec(tmp_path, settings=None, space=None):
+    settings = {"objectives": {"val_acc": "max", "latency_ms": "min"}, "max_epochs": 4,
+                "storage": str(tmp_path)} | (settings or {})
+    return build_spec(Path("space.py"), settings, space or {"lr": tune.uniform(0.01, 0.1)})
+
+
+def _history(epochs, acc, ms, **last):
+    rows = [{"training_iteration": e, "val_acc": acc * e / epochs, "latency_ms": ms * 2}
+            for e in range(1, epochs)]
+    return rows + [{"training_iteration": epochs, "val_acc": acc, "latency_ms": ms, **last}]
+
+
+def test_trials_stopped_early_are_never_on_the_front(tmp_path):
+    histories = [
+        (FakeTrial("a"), _history(4, 0.9, 5.0)),
+        (FakeTrial("b"), _history(4, 0.7, 2.0)),
+        (FakeTrial("c"), _history(4, 0.6, 3.0)),  # dominated by b
+        (FakeTrial("early"), _history(2, 0.95, 0.5)),  # would dominate all, at epoch 2 of 4
+        (FakeTrial("diverged"), _history(4, 0.99, 0.1, diverged=1)),
+        (FakeTrial("none"), []),
+    ]
+    rows = {r["trial"]: r for r in pareto_rows(_spec(tmp_path), histories)}
+    assert {t: r["pareto"] for t, r in rows.items()} == {
+        "a": ON_FRONT, "b": ON_FRONT, "c": DOMINATED, "early": EARLY, "diverged": EARLY,
+        "none": NO_VALUE}
+    # Values are those of the last epoch: the model the trial ships.
+    assert rows["b"]["latency_ms"] == 2.0 and rows["b"]["val_acc"] == 0.7
+
+
+def test_the_best_model_is_the_most_accurate_front_trial_within_the_budget(tmp_path):
+    histories = [(FakeTrial("slow"), _history(4, 0.9, 5.0)), (FakeTrial("mid"), _history(4, 0.8, 2.0)),
+                 (FakeTrial("fast"), _history(4, 0.6, 1.0)), (FakeTrial("early"), _history(1, 0.85, 1.5))]
+    rows = pareto_rows(_spec(tmp_path), histories)
+    assert best_row(rows, BOTH, None)[0]["trial"] == "slow"
+    assert best_row(rows, BOTH, 3.0)[0]["trial"] == "mid"
+    assert best_row(rows, BOTH, 1.0)[0]["trial"] == "fast"  # the budget is inclusive
+    row, why = best_row(rows, BOTH, 0.5)
+    assert row is None and "fastest takes 1 ms" in why
+
+
+def test_ties_in_the_first_objective_go_to_the_faster(tmp_path):
+    histories = [(FakeTrial("x"), _history(4, 0.8, 3.0)), (FakeTrial("y"), _history(4, 0.8, 2.0))]
+    rows = pareto_rows(_spec(tmp_path), histories)
+    assert best_row(rows, BOTH, None)[0]["trial"] == "y"
+
+
+def test_the_front_files(tmp_path):
+    spec = _spec(tmp_path)
+    histories = [(FakeTrial("a"), _history(4, 0.9, 5.0)), (FakeTrial("b"), _history(4, 0.7, 2.0)),
+                 (FakeTrial("c"), _history(2, 0.5, 1.0))]
+    files = write_front(spec, pareto_rows(spec, histories), tmp_path)
+    assert [f.name for f in files] == ["pareto.csv", "pareto.png"]
+    lines = (tmp_path / "pareto.csv").read_text().splitlines()
+    assert lines[0].startswith("trial,pareto,epochs,val_acc,latency_ms")
+    assert [line.split(",")[1] for line in lines[1:]] == [ON_FRONT, ON_FRONT, EARLY]
+    assert (tmp_path / "pareto.png").stat().st_size > 10_000
+
+
+def test_which_searches_judge_trials_at_their_last_epoch(tmp_path):
+    single = {"objectives": None}
+    assert judged_on_last_epoch(_spec(tmp_path))  # several objectives
+    assert not judged_on_last_epoch(_spec(tmp_path, single))
+    channel = {"lr": 0.1, "prune_method": "channel", "prune_ratio": tune.choice([0.0, 0.5])}
+    assert judged_on_last_epoch(_spec(tmp_path, single, channel))  # the model shrinks late
+    unpruned = {"lr": tune.choice([0.1]), "prune_method": "channel", "prune_ratio": 0.0}
+    assert not judged_on_last_epoch(_spec(tmp_path, single, unpruned))
+    either = {"lr": 0.1, "prune_method": tune.choice(["unstructured", "channel"]), "prune_ratio": 0.5}
+    assert judged_on_last_epoch(_spec(tmp_path, single, either))
+
+
+# --- Optuna -------------------------------------------------------------------------------------
+
+def _searcher(objectives, max_epochs=4):
+    searcher = FinalResultsOptuna(objectives, max_epochs, sampler=TPESampler(seed=0))
+    # What Ray's Tuner does: the Tuner's single metric (the first objective, for early stopping).
+    assert searcher.set_search_properties("val_acc", "max", {"lr": tune.uniform(0.01, 0.1)})
+    return searcher
+
+
+def _states(searcher) -> list[tuple[TrialState, list[float] | None]]:
+    study = searcher._ot_study  # Ray's OptunaSearch exposes no getter of its study
+    return [(t.state, t.values) for t in study.trials]
+
+
+def test_a_trial_stopped_early_is_told_to_optuna_as_pruned_not_complete():
+    # Ray calls on_trial_complete with the last result of a trial ASHA stopped: epoch 2 of 4.
+    searcher = _searcher(BOTH)
+    for trial_id in ("early", "full", "failed"):
+        assert searcher.suggest(trial_id)["lr"] > 0
+    searcher.on_trial_complete("early", {"training_iteration": 2, "val_acc": 0.99, "latency_ms": 0.1})
+    searcher.on_trial_complete("full", {"training_iteration": 4, "val_acc": 0.7, "latency_ms": 2.0})
+    searcher.on_trial_complete("failed", {"training_iteration": 4, "val_acc": 0.1}, error=True)
+    assert _states(searcher) == [(TrialState.PRUNED, None), (TrialState.COMPLETE, [0.7, 2.0]),
+                                 (TrialState.FAIL, None)]
+
+
+def test_several_objectives_make_a_multi_objective_study_whatever_the_tuner_says():
+    study = _searcher(BOTH)._ot_study
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE,
+                                optuna.study.StudyDirection.MINIMIZE]
+
+
+def test_one_objective_prunes_low_fidelity_results_too():
+    searcher = _searcher([ACC], max_epochs=3)
+    searcher.suggest("a"), searcher.suggest("b"), searcher.suggest("c")
+    searcher.on_trial_result("a", {"training_iteration": 1, "val_acc": 0.3})
+    searcher.on_trial_complete("a", {"training_iteration": 1, "val_acc": 0.3})
+    searcher.on_trial_complete("b", {"training_iteration": 3, "val_acc": 0.6})
+    searcher.on_trial_complete("c", {"training_iteration": 3, "val_acc": math.nan, "diverged": 1})
+    states = _states(searcher)
+    assert states[0][0] == TrialState.PRUNED and states[1] == (TrialState.COMPLETE, [0.6])
+    assert states[2][0] == TrialState.PRUNED  # diverged: not a finished value either
+    assert len(searcher._ot_study.directions) == 1
