@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -108,17 +109,24 @@ class RayCluster:
             # A dead node is seen in seconds, not the default half a minute.
             "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
             "RAY_health_check_initial_delay_ms": "1000", "RAY_USAGE_STATS_ENABLED": "0",
+            # Token authentication, as on a real cluster, with this cluster's own token (not
+            # whatever ~/.ray/auth_token holds); the drivers get it through `env` too.
+            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex,
         }
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.logs = folder
         self.nodes: list[subprocess.Popen] = []
-        self._start("head", ["--head", f"--port={self.port}", "--include-dashboard=false",
-                             f"--temp-dir={self.temp}"])
-        wait_for_port(self.port, proc=self.nodes[0])
-        for i in range(workers):
-            self.add_worker(hide=hidden if i == workers - 1 else None)
-        self.wait_for_nodes(1 + workers)
+        try:
+            self._start("head", ["--head", f"--port={self.port}", "--include-dashboard=false",
+                                 f"--temp-dir={self.temp}"])
+            wait_for_port(self.port, proc=self.nodes[0])
+            for i in range(workers):
+                self.add_worker(hide=hidden if i == workers - 1 else None)
+            self.wait_for_nodes(1 + workers)
+        except BaseException:
+            self.close()
+            raise
 
     def _start(self, name: str, args: list[str], hide: Path | None = None) -> subprocess.Popen:
         command = [str(VENV_BIN / "ray"), "start", *args, "--num-cpus=1", "--num-gpus=0",
@@ -147,9 +155,11 @@ class RayCluster:
         code = ("import json, ray; ray.init(address=%r, logging_level='ERROR', "
                 "log_to_driver=False); print(json.dumps([n for n in ray.nodes() if n['Alive']]))"
                 % self.address)
-        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True,
-                             text=True, timeout=60, check=True).stdout
-        return json.loads(out.strip().splitlines()[-1])
+        done = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True,
+                              text=True, timeout=60)
+        if done.returncode:
+            raise RuntimeError(f"cannot read the cluster's nodes: {done.stderr[-2000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
     def wait_for_nodes(self, count: int, timeout_s: float = 90.0) -> list[dict]:
         deadline = time.time() + timeout_s

@@ -180,3 +180,65 @@ def test_one_objective_prunes_low_fidelity_results_too():
     assert states[0][0] == TrialState.PRUNED and states[1] == (TrialState.COMPLETE, [0.6])
     assert states[2][0] == TrialState.PRUNED  # diverged: not a finished value either
     assert len(searcher._ot_study.directions) == 1
+
+
+# --- a real multi-objective search --------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_search_for_accuracy_against_latency(image_folder, tmp_path):
+    import pickle
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, search_runs, write_space
+
+    settings = {"dataset": "imagefolder", "data_dir": str(image_folder), "num_samples": 8,
+                "max_epochs": 3, "grace_period": 1, "reduction_factor": 2, "search": "optuna",
+                "objectives": {"val_acc": "max", "latency_ms": "min"}, "seed": 3,
+                "storage": str(tmp_path / "results"), "experiment": "pareto", "name": "pareto"}
+    space = write_space(tmp_path / "pareto.py", settings, """
+        "width": tune.choice([0.0625, 0.125, 0.25]),
+        "prune_method": "channel",
+        "prune_ratio": tune.choice([0.0, 0.5]),
+        "lr": tune.loguniform(0.02, 0.2),
+        "batch_size": 16,
+    """)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.run([sys.executable, "-m", "search.cli", str(space), "--tracking-uri", uri,
+                           "--max-latency-ms", "1000"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Pareto front (" in proc.stdout
+
+    client, parents, children = search_runs(uri, "pareto")
+    assert len(children) == 8
+    last = {c.data.tags["tune_run.trial_id"]: c for c in children}
+    standing = {t: c.data.tags["tune_run.pareto"] for t, c in last.items()}
+    epochs = {t: int(c.data.metrics["epoch"]) if "epoch" in c.data.metrics else
+              len(client.get_metric_history(c.info.run_id, "val_acc")) for t, c in last.items()}
+    # A trial stopped early is marked so, never on the front; every trial that ran all 3 epochs is
+    # on the front or dominated, and the front is exactly what nothing dominates.
+    for t in last:
+        assert (standing[t] == EARLY) == (epochs[t] < 3), (t, standing[t], epochs[t])
+    full = {t: {"val_acc": c.data.metrics["val_acc"], "latency_ms": c.data.metrics["latency_ms"]}
+            for t, c in last.items() if epochs[t] == 3}
+    assert {t for t, s in standing.items() if s == ON_FRONT} == front(full, BOTH)
+
+    # The parent run holds the front, and the best model is the most accurate front trial.
+    parent = parents[0]
+    files = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/pareto.csv", "report/pareto.png"} <= files
+    best = parent.data.tags.get("tune_run.best_trial_id") or parent.data.params.get("best_trial_id")
+    on_front = [t for t, s in standing.items() if s == ON_FRONT]
+    assert best == max(on_front, key=lambda t: (full[t]["val_acc"], -full[t]["latency_ms"]))
+    assert "Pareto front" in parent.data.tags["mlflow.note.content"]
+
+    # Optuna learnt only from trials that ran to the end: the others are PRUNED, not COMPLETE.
+    state_file = next((tmp_path / "results" / "pareto").glob("searcher-state-*.pkl"))
+    study = pickle.loads(state_file.read_bytes())["_ot_study"]
+    told = {t.number: t for t in study.trials}
+    assert len(study.directions) == 2
+    assert sum(t.state == TrialState.COMPLETE for t in told.values()) == len(full)
+    assert all(len(t.values) == 2 for t in told.values() if t.state == TrialState.COMPLETE)
+    assert sum(t.state == TrialState.PRUNED for t in told.values()) == 8 - len(full)

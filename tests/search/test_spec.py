@@ -56,6 +56,22 @@ BAD_SPACE_FILES = [
     ("bad-mode", space_file(settings='{"mode": "maximize"}'), [], ["settings.mode", "'max'"]),
     ("grace-beyond-max-epochs", space_file(settings='{"max_epochs": 3, "grace_period": 5}'), [],
      ["settings.grace_period", "max_epochs"]),
+    ("objectives-not-dict", space_file(settings='{"objectives": ["val_acc", "latency_ms"]}'), [],
+     ["settings.objectives", "must be a dict"]),
+    ("objectives-empty", space_file(settings='{"objectives": {}}'), [],
+     ["settings.objectives", "at least one metric"]),
+    ("objective-never-reported", space_file(settings='{"objectives": {"val_acc": "max", "latency": "min"}}'),
+     [], ["settings.objectives", "'latency'", "did you mean 'latency_ms'"]),
+    ("objective-bad-mode", space_file(settings='{"objectives": {"val_acc": "maximize"}}'), [],
+     ["settings.objectives.val_acc", "'max' or 'min'"]),
+    ("objectives-contradict-metric",
+     space_file(settings='{"metric": "val_loss", "objectives": {"val_acc": "max", "latency_ms": "min"}}'),
+     [], ["settings.metric", "first objective", "val_acc"]),
+    ("max-latency-negative", space_file(settings='{"max_latency_ms": -5}'), [],
+     ["settings.max_latency_ms", "(0, inf]"]),
+    ("max-latency-flag-zero", space_file(), ["--max-latency-ms", "0"], ["--max-latency-ms"]),
+    ("unknown-prune-method", space_file(space='{"prune_method": "filter", "lr": tune.uniform(0.1, 0.2)}'),
+     [], ["space.prune_method", "'filter'", "channel"]),
     ("zero-trials", space_file(settings='{"num_samples": 0}'), [], ["settings.num_samples"]),
     ("negative-trials", space_file(settings='{"num_samples": -4}'), [], ["settings.num_samples"]),
     ("unknown-search", space_file(settings='{"search": "bayes"}'), [],
@@ -77,3 +93,20 @@ BAD_SPACE_FILES = [
 @pytest.mark.parametrize("case_id,text,flags,fragments", BAD_SPACE_FILES, ids=[c[0] for c in BAD_SPACE_FILES])
 def test_bad_space_file_is_refused(case_id, text, flags, fragments, workdir, capsys):
     refuse_space_file(text, flags, fragments, workdir, capsys, missing=case_id == "missing-file")
+
+
+def test_the_first_objective_is_the_metric_of_early_stopping(tmp_path):
+    from pathlib import Path
+
+    from ray import tune
+
+    from search.spec import build_spec
+
+    objectives = {"latency_ms": "min", "val_acc": "max"}
+    spec = build_spec(Path("s.py"), {"objectives": objectives, "max_latency_ms": 4},
+                      {"lr": tune.uniform(0.1, 0.2)})
+    assert (spec.metric, spec.mode) == ("latency_ms", "min")
+    assert spec.objectives == objectives and spec.max_latency_ms == 4
+    same = build_spec(Path("s.py"), {"objectives": objectives, "metric": "latency_ms"},
+                      {"lr": tune.uniform(0.1, 0.2)})
+    assert same.metric == "latency_ms"  # saying it twice is no contradiction
