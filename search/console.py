@@ -63,8 +63,10 @@ class SearchConsole(Callback):
 
     def __init__(self, name: str, metric: str, mode: str, total_trials: int, max_epochs: int,
                  dimensions: list[str], rungs: tuple[int, ...] = (), epochs_done: int = 0,
-                 stream: TextIO | None = None, live: bool | None = None):
+                 stream: TextIO | None = None, live: bool | None = None,
+                 also: tuple[str, ...] = ()):
         self.name, self.metric, self.mode = name, metric, mode
+        self.also = tuple(also)  # further objectives, shown beside the metric
         self.total_trials, self.max_epochs = total_trials, max_epochs
         self.dimensions, self.rungs = list(dimensions), tuple(rungs)
         self.epochs = epochs_done  # trained, this run and earlier ones
@@ -142,8 +144,9 @@ class SearchConsole(Callback):
         value = result.get(self.metric)
         if _finite(value) and (self._best is None or self._better(value, self._best[1])):
             self._best = (trial.trial_id, float(value), epoch)
+        others = "".join(f", {m} {_num(result.get(m))}" for m in self.also)
         line = (f"{trial_label(trial.trial_id)} epoch {epoch}/{self.max_epochs}: "
-                f"{self.metric} {_num(value)}, {result.get('images_per_s', 0):.0f} img/s")
+                f"{self.metric} {_num(value)}{others}, {result.get('images_per_s', 0):.0f} img/s")
         decision = self._decision_now(trial.trial_id, epoch)
         if decision is not None and decision.outcome == "paused":
             self._running.pop(trial.trial_id, None)
@@ -325,12 +328,12 @@ class _LiveView:
 
         c = self.owner
         table = Table(box=None, pad_edge=False, header_style="bold")
-        for column in ("trial", "epoch", c.metric, "img/s", "config"):
+        for column in ("trial", "epoch", c.metric, *c.also, "img/s", "config"):
             table.add_column(column)
         for trial_id, result in sorted(c._running.items()):
             table.add_row(trial_label(trial_id), str(result.get("training_iteration", "-")),
-                          _num(result.get(c.metric)), f"{result.get('images_per_s', 0):.0f}",
-                          c._about.get(trial_id, ""))
+                          _num(result.get(c.metric)), *(_num(result.get(m)) for m in c.also),
+                          f"{result.get('images_per_s', 0):.0f}", c._about.get(trial_id, ""))
         parts = [self.progress, table]
         if c._best:
             parts.append(Text(f"best so far: {trial_label(c._best[0])} {c.metric} "

@@ -215,9 +215,9 @@ class FinalResultsOptuna(OptunaSearch):
 
     Ray calls `on_trial_complete` with the last result of a trial that ASHA stopped or that
     diverged, and OptunaSearch would record it COMPLETE at those low-fidelity values; here it is
-    recorded PRUNED (and an errored trial FAIL). With several objectives the study is multi-objective (Optuna's TPE handles
-    both), and the Tuner's single metric (the first objective, for early stopping) does not
-    replace the list.
+    recorded PRUNED (and an errored trial FAIL). With several objectives the study is
+    multi-objective (Optuna's TPE handles both), and the Tuner's single metric (the first
+    objective, for early stopping) does not replace the list.
     """
 
     def __init__(self, objectives: list[Objective], max_epochs: int, **kwargs):

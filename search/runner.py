@@ -23,6 +23,7 @@ from search.cluster import check_shared_storage
 from search.console import SearchConsole, quiet_outside_systems
 from search.domains import grid_points
 from search.experiment_folder import DONE, DRIVER, SAVED_SETTINGS, SAVED_SPACE, TOTAL_TRIALS
+from search.pareto import spec_objectives
 from search.preflight import check_tracking_uri, make_storage, run_checks
 from search.promotion import spec_rungs
 from search.redact import first_line
@@ -103,7 +104,8 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
                               spec.name, spec.max_epochs, spec.dimensions, spec_rungs(spec))
     console = SearchConsole(spec.name, spec.metric, spec.mode, total_trials(spec), spec.max_epochs,
                             spec.dimensions, spec_rungs(spec),
-                            epochs_done=experiment_folder.epochs_trained(spec.experiment_path))
+                            epochs_done=experiment_folder.epochs_trained(spec.experiment_path),
+                            also=tuple(o.metric for o in spec_objectives(spec)[1:]))
     scheduler = make_scheduler(spec)
     if resume:
         tuner = restored_tuner(spec, data, [callback, console], retry_errored, verbose, scheduler)
