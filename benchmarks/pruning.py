@@ -119,6 +119,7 @@ def pareto_search(work: Path, data_dir: str) -> dict:
     slowest = max(r["latency_ms"] for r in rows if r["latency_ms"] is not None)
     reference = {"val_acc": 0.0, "latency_ms": slowest}
     return {"wall_seconds": wall, "trials": len(rows), "front": front,
+            "promote_by": "Pareto rank" if spec.promote_by == "pareto" else spec.metric,
             "completed": sum(r["full"] for r in rows),
             "stopped_early": sum(not r["full"] for r in rows),
             "stopped_early_on_front": sum(not r["full"] for r in front),
@@ -131,7 +132,9 @@ def write_markdown(result: dict, out: Path) -> None:
     dense, pruned = a["models"]["0.0"], a["models"][str(result["ratio"])]
     lines = [
         "# Channel pruning, measured", "",
-        f"Machine: {result['machine']}. torch {result['torch']}. {result['date']}.",
+        f"Machine: {result['machine']}. torch {result['torch']}. {result['date']}"
+        + (f" (part 1 from the run of {result['dense_date']})" if "dense_date" in result else "")
+        + ".",
         f"Command: `{result['command']}`", "",
         f"## Dense ResNet-18 against channel-pruned to {result['ratio']:.0%} of its weights removed", "",
         f"Width {a['width']}, {a['epochs']} epochs on {a['subset']} CIFAR-10 training images (10 % held "
@@ -154,7 +157,8 @@ def write_markdown(result: dict, out: Path) -> None:
     lines += [
         "## The front of a small multi-objective search", "",
         f"`tune-run spaces/resnet18_pareto.py --quick` (val_acc max, latency_ms min; {p['trials']} "
-        f"trials, promotion ASHA on val_acc): {p['wall_seconds']:.0f} s, {p['completed']} trials ran "
+        f"trials, promotion ASHA ranking rungs by {p['promote_by']}): {p['wall_seconds']:.0f} s, "
+        f"{p['completed']} trials ran "
         f"all epochs, {p['stopped_early']} were stopped early.", "",
         f"- Trials on the front: **{len(p['front'])}**; stopped early and on it: "
         f"**{p['stopped_early_on_front']}**.",
@@ -180,6 +184,8 @@ def main() -> None:
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--ratio", type=float, default=0.5)
     p.add_argument("--skip-front", action="store_true", help="only dense against pruned")
+    p.add_argument("--reuse-dense", action="store_true",
+                   help="take part 1 from the JSON beside --out (from an earlier run); run part 2")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "RESULTS-pruning.md")
     args = p.parse_args()
     result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
@@ -188,9 +194,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "a").mkdir()
-        result["dense_against_pruned"] = dense_against_pruned(
-            work / "a", str(Path(args.data_dir).resolve()), args.epochs, args.subset, args.width,
-            args.ratio)
+        if args.reuse_dense:
+            earlier = json.loads(args.out.with_suffix(".json").read_text())
+            result["dense_against_pruned"] = earlier["dense_against_pruned"]
+            result["dense_date"] = earlier.get("dense_date", earlier["date"])
+        else:
+            result["dense_against_pruned"] = dense_against_pruned(
+                work / "a", str(Path(args.data_dir).resolve()), args.epochs, args.subset,
+                args.width, args.ratio)
         print(json.dumps(result["dense_against_pruned"], indent=2, default=str), flush=True)
         if not args.skip_front:
             (work / "b").mkdir()

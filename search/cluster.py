@@ -63,3 +63,56 @@ def check_shared_storage(storage: str | Path) -> str:
             f"credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...) or a folder mounted on "
             f"every node (NFS)")
     return f"every one of the {len(nodes)} nodes sees {folder}"
+
+
+def object_store_bytes() -> int:
+    """The object store of the smallest alive node, in bytes (what one node can hold)."""
+    stores = [n["Resources"].get("object_store_memory", 0) for n in alive_nodes()]
+    return int(min(stores)) if stores else 0
+
+
+def data_source(spec, data):
+    """None when the decoded data set fits `data_share` of the smallest node's object store (the
+    driver ships it, each node pulls one copy); else the DataSource each node reads and decodes
+    itself from `data_dir`."""
+    from trainables.data_source import DataSource, dataset_bytes
+
+    if dataset_bytes(data) <= spec.data_share * object_store_bytes():
+        return None
+    return DataSource(spec.dataset, spec.data_dir, spec.val_fraction, spec.subset, spec.seed,
+                      spec.image_size)
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _check_data_here(name: str, data_dir: str | None) -> str | None:
+    from core.data import DataError, check_data_folder
+
+    try:
+        check_data_folder(name, data_dir)
+    except DataError as e:
+        return str(e)
+    return None
+
+
+def check_data_reachable(spec, data) -> str:
+    """When the data set is too big to ship (see `data_source`), every node must read `data_dir`
+    itself: raises SpecError (one line) naming a node that cannot; returns what was decided."""
+    from trainables.data_source import dataset_bytes
+
+    size, limit = dataset_bytes(data), spec.data_share * object_store_bytes()
+    if data_source(spec, data) is None:
+        return f"the driver ships the data set ({size / 2**20:.1f} MiB <= {limit / 2**20:.0f} MiB)"
+    nodes = alive_nodes()
+    refs = [_check_data_here.options(scheduling_strategy=ray.util.scheduling_strategies
+                                     .NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+            .remote(spec.dataset, spec.data_dir) for n in nodes]
+    problems = ray.get(refs, timeout=PROBE_TIMEOUT_S)
+    for node, problem in zip(nodes, problems):
+        if problem:
+            raise SpecError(
+                f"data_dir: the data set ({size / 2**20:.0f} MiB decoded) is more than data_share "
+                f"{spec.data_share:g} of a node's object store ({limit / 2**20:.0f} MiB), so each "
+                f"node reads it itself, but node {node['NodeManagerAddress']} "
+                f"({node['NodeID'][:8]}) cannot: {problem}; put it where every node can read it, "
+                f"or raise data_share")
+    return f"each of the {len(nodes)} nodes reads the data set from data_dir ({size / 2**20:.0f} MiB)"

@@ -251,6 +251,8 @@ class SearchConsole(Callback):
                      if d.trial_id == trial_id and d.outcome == "ended"), None)
 
     def _versus_cut(self, d) -> str:
+        if d.standing:  # ranked by Pareto rank: no single cut
+            return d.standing
         if d.cut is None:
             return "too few trials had reached the rung to promote any"
         if _finite(d.value) and not self._better(d.cut, d.value):
@@ -260,7 +262,7 @@ class SearchConsole(Callback):
         return f"{side} the rung's cut {_num(d.cut)}"
 
     def _below_cut(self, d) -> str:
-        joint = " " if d.cut is not None else ", but "
+        joint = ", " if d.standing else " " if d.cut is not None else ", but "
         return f"{self.metric} {_num(d.value)}{joint}{self._versus_cut(d)}"
 
     def _better(self, a: float, b: float) -> bool:

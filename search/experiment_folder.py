@@ -35,8 +35,22 @@ def result_rows(trial_path: str | Path) -> list[dict]:
     path = Path(trial_path) / RESULT_FILE
     if not path.exists():
         return []
+    return _rows(path.read_text())
+
+
+def trial_rows(trial) -> list[dict]:
+    """result_rows of a trial of a running or restored search, read where Ray keeps it (a local
+    folder, or S3: a restored driver has only Ray's state, not the trials' results, locally)."""
+    try:
+        with trial.storage.storage_filesystem.open_input_stream(f"{trial.path}/{RESULT_FILE}") as f:
+            return _rows(f.read().decode())
+    except OSError:  # not reported yet
+        return []
+
+
+def _rows(text: str) -> list[dict]:
     rows: dict[int, dict] = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         if line.strip():
             row = json.loads(line)
             rows.setdefault(int(row["training_iteration"]), row)

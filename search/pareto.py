@@ -43,6 +43,14 @@ def spec_objectives(spec) -> list[Objective]:
     return [Objective(metric, mode) for metric, mode in given.items()]
 
 
+def rung_objectives(spec) -> tuple[tuple[str, str], ...]:
+    """The objectives beyond the first that promotion ASHA's rungs rank by (`promote_by: pareto`);
+    none where rungs rank by the first objective alone."""
+    if spec.promote_by != "pareto":
+        return ()
+    return tuple((o.metric, o.mode) for o in spec_objectives(spec)[1:])
+
+
 def judged_on_last_epoch(spec) -> bool:
     """Whether trials are judged (and their model kept) at their last epoch rather than their best:
     with several objectives, or where channel pruning can shrink the model after its best epoch."""
@@ -71,6 +79,26 @@ def front(points: dict[str, dict[str, float]], objectives: list[Objective]) -> s
     """The ids of the points no other point dominates."""
     return {i for i, p in points.items()
             if not any(dominates(q, p, objectives) for j, q in points.items() if j != i)}
+
+
+def nondominated_layers(vectors: dict[str, tuple[float, ...]]) -> dict[str, int]:
+    """Non-dominated sorting of points whose every coordinate is maximised: layer 1 is the front,
+    layer 2 the front of the rest, and so on (NSGA-II's ranks)."""
+    layers: dict[str, int] = {}
+    left = dict(vectors)
+    layer = 0
+    while left:
+        layer += 1
+        current = {i for i, v in left.items()
+                   if not any(_beats(w, v) for j, w in left.items() if j != i)}
+        for i in current:
+            layers[i] = layer
+            del left[i]
+    return layers
+
+
+def _beats(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
 
 
 def hypervolume_2d(points: list[dict[str, float]], objectives: list[Objective],

@@ -29,7 +29,8 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from search.experiment_folder import result_rows
+from search.experiment_folder import trial_rows
+from search.pareto import nondominated_layers
 
 EPOCH = "training_iteration"  # the trainable reports once per epoch
 
@@ -57,27 +58,67 @@ def spec_rungs(spec) -> tuple[int, ...]:
 class Rungs:
     """ASHA's bookkeeping, free of Ray: each rung's results and the promotions made from it."""
 
-    def __init__(self, milestones: list[int], reduction_factor: float, mode: str):
+    def __init__(self, milestones: list[int], reduction_factor: float, mode: str,
+                 also: tuple[str, ...] = ()):
+        """`also`: the modes of further objectives. With any, a rung ranks its trials by Pareto
+        rank (non-dominated sorting, as NSGA-II and multi-objective ASHA do), then by the metric,
+        rather than by the metric alone; the metric stays what the cut and the console show."""
         if mode not in ("max", "min"):
             raise ValueError(f"mode {mode!r}: expected max or min")
         self.milestones = list(milestones)
         self.reduction_factor = reduction_factor
         self.sign = 1.0 if mode == "max" else -1.0
+        self.also_signs = tuple(1.0 if m == "max" else -1.0 for m in also)
         self.results: dict[int, dict[str, float]] = {m: {} for m in self.milestones}
+        self.others: dict[int, dict[str, tuple[float, ...]]] = {m: {} for m in self.milestones}
         self.promoted: dict[int, set[str]] = {m: set() for m in self.milestones}
 
-    def record(self, trial_id: str, milestone: int, value: float | None) -> None:
-        """A trial reached `milestone` with `value` of the metric (None or NaN ranks last)."""
-        bad = value is None or (isinstance(value, float) and math.isnan(value))
-        self.results[milestone][trial_id] = -math.inf if bad else self.sign * float(value)
+    @property
+    def by_pareto_rank(self) -> bool:
+        return bool(self.also_signs)
+
+    def record(self, trial_id: str, milestone: int, value: float | None,
+               others: tuple[float | None, ...] = ()) -> None:
+        """A trial reached `milestone` with `value` of the metric and `others` of the further
+        objectives (None or NaN ranks last)."""
+        self.results[milestone][trial_id] = _signed(value, self.sign)
+        if self.by_pareto_rank:
+            padded = (*others, *([None] * len(self.also_signs)))[:len(self.also_signs)]
+            self.others[milestone][trial_id] = tuple(_signed(v, s) for v, s in
+                                                     zip(padded, self.also_signs))
 
     def promote(self, trial_id: str, milestone: int) -> None:
         self.promoted[milestone].add(trial_id)
 
     def top(self, milestone: int) -> list[str]:
         """The trials of a rung that may go on: the best floor(n / reduction_factor) of its n."""
-        ranked = sorted(self.results[milestone].items(), key=lambda kv: kv[1], reverse=True)
-        return [trial_id for trial_id, value in ranked[:self._keep(len(ranked))] if value > -math.inf]
+        ranked = self._ranked(milestone)
+        keep = ranked[:self._keep(len(ranked))]
+        return [trial_id for trial_id in keep if self.results[milestone][trial_id] > -math.inf]
+
+    def _ranked(self, milestone: int) -> list[str]:
+        results = self.results[milestone]
+        if not self.by_pareto_rank:
+            return sorted(results, key=lambda t: results[t], reverse=True)
+        layer = self.pareto_ranks(milestone)
+        missing = {t for t in results
+                   if -math.inf in (results[t], *self.others[milestone].get(t, ()))}
+        return sorted(results, key=lambda t: (t in missing, layer[t], -results[t]))
+
+    def pareto_ranks(self, milestone: int) -> dict[str, int]:
+        """Each trial's non-dominated layer at the rung: 1 for those no other trial beats in
+        every objective, 2 for those only layer 1 beats, and so on."""
+        vectors = {t: (v, *self.others[milestone].get(t, ())) for t, v in self.results[milestone].items()}
+        return nondominated_layers(vectors)
+
+    def standing(self, trial_id: str, milestone: int) -> str:
+        """Where a trial ranks at its rung when ranking is by Pareto rank ('' otherwise)."""
+        if not self.by_pareto_rank or trial_id not in self.results[milestone]:
+            return ""
+        reached = len(self.results[milestone])
+        rank = self.pareto_ranks(milestone)[trial_id]
+        return (f"Pareto rank {rank} of the {reached} trials at the rung, the best "
+                f"{self._keep(reached)} go on")
 
     def _keep(self, reached: int) -> int:
         return int(reached / self.reduction_factor + 1e-9)
@@ -127,6 +168,7 @@ class RungDecision:
     value: float | None  # the trial's metric at the rung
     cut: float | None  # the rung's cut at that moment (see `Rungs.cut`)
     outcome: str  # promoted (trains on) | paused (waits at the rung) | ended (stopped there)
+    standing: str = ""  # ranked by Pareto rank: where it stood (see `Rungs.standing`)
 
 
 class PromotionASHA(FIFOScheduler):
@@ -136,8 +178,11 @@ class PromotionASHA(FIFOScheduler):
     """
 
     def __init__(self, max_epochs: int, grace_period: int, reduction_factor: float,
-                 max_concurrent: int, metric: str | None = None, mode: str | None = None):
+                 max_concurrent: int, metric: str | None = None, mode: str | None = None,
+                 also: tuple[tuple[str, str], ...] = ()):
+        """`also`: further objectives (metric, mode) to rank rungs by Pareto rank with."""
         super().__init__()
+        self.also = tuple(also)
         self.max_epochs, self.grace_period = max_epochs, grace_period
         self.reduction_factor = reduction_factor
         self.max_concurrent = max_concurrent  # trials training at once (the workers)
@@ -160,7 +205,8 @@ class PromotionASHA(FIFOScheduler):
     def _book(self) -> Rungs:
         if self.rungs is None:
             milestones = rung_milestones(self.grace_period, self.reduction_factor, self.max_epochs)
-            self.rungs = Rungs(milestones, self.reduction_factor, self._mode or "max")
+            self.rungs = Rungs(milestones, self.reduction_factor, self._mode or "max",
+                               tuple(mode for _, mode in self.also))
         return self.rungs
 
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
@@ -173,13 +219,13 @@ class PromotionASHA(FIFOScheduler):
                 trial.set_status(Trial.PAUSED)
                 self.queued.append(trial.trial_id)
             return
-        rows = result_rows(trial.path)
+        rows = trial_rows(trial)
         book = self._book()
         last = max((int(r[EPOCH]) for r in rows), default=0)
         for row in rows:
             epoch = int(row[EPOCH])
             if epoch in book.milestones:
-                book.record(trial.trial_id, epoch, row.get(self._metric))
+                book.record(trial.trial_id, epoch, row.get(self._metric), self._others(row))
                 if last > epoch:
                     book.promote(trial.trial_id, epoch)
         paused_at_rung = last in book.milestones and trial.trial_id not in book.promoted[last]
@@ -193,7 +239,7 @@ class PromotionASHA(FIFOScheduler):
             self.leaving.add(trial.trial_id)
         if epoch not in book.milestones:
             return TrialScheduler.CONTINUE
-        book.record(trial.trial_id, epoch, result.get(self._metric))
+        book.record(trial.trial_id, epoch, result.get(self._metric), self._others(result))
         job = book.next_promotion(self._paused_ids(tune_controller) | {trial.trial_id})
         if job == (trial.trial_id, epoch):
             book.promote(trial.trial_id, epoch)
@@ -203,6 +249,9 @@ class PromotionASHA(FIFOScheduler):
         _tell_searcher(tune_controller, "on_pause", trial.trial_id)
         self.leaving.add(trial.trial_id)
         return TrialScheduler.PAUSE
+
+    def _others(self, result: dict) -> tuple:
+        return tuple(result.get(metric) for metric, _ in self.also)
 
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
         trials = tune_controller.get_trials()
@@ -243,7 +292,8 @@ class PromotionASHA(FIFOScheduler):
     def _decide(self, trial_id: str, milestone: int, outcome: str) -> None:
         book = self._book()
         decision = RungDecision(trial_id, milestone, book.value(trial_id, milestone) if milestone else None,
-                                book.cut(milestone) if milestone else None, outcome)
+                                book.cut(milestone) if milestone else None, outcome,
+                                book.standing(trial_id, milestone) if milestone else "")
         self.decisions.append(decision)
 
     def _paused_ids(self, tune_controller) -> set[str]:
@@ -307,3 +357,9 @@ def _save_with_next_snapshot(tune_controller, trial: Trial) -> None:
     """
     controller = getattr(tune_controller, "_tune_controller", tune_controller)
     controller._mark_trial_to_checkpoint(trial)
+
+
+def _signed(value: float | None, sign: float) -> float:
+    """The value to maximise (None or NaN: -inf, ranked last)."""
+    bad = value is None or (isinstance(value, float) and math.isnan(value))
+    return -math.inf if bad else sign * float(value)

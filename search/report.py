@@ -22,7 +22,7 @@ from ray.tune.search.sample import Categorical, Float, Integer
 
 from search import experiment_folder
 from search.domains import is_log, value_set
-from search.pareto import front_table, pareto_rows, spec_objectives, write_front
+from search.pareto import front_table, pareto_rows, rung_objectives, spec_objectives, write_front
 from search.spec import SearchSpec, SpecError
 from search.tracking import SearchRecord, ended_run
 
@@ -270,16 +270,25 @@ def describe_runs(spec: SearchSpec, record: SearchRecord, report: Report,
     record.describe(record.parent_id, search_description(spec, report, summary))
 
 
-def rung_cuts(spec: SearchSpec, histories: list[tuple[Trial, list[dict]]]
-              ) -> dict[int, tuple[float | None, int]]:
-    """Each rung's epoch -> (its cut over every trial that reached it, how many reached it)."""
+def rung_book(spec: SearchSpec, histories: list[tuple[Trial, list[dict]]]):
+    """ASHA's rungs (search/promotion.py's Rungs) rebuilt from every trial's results."""
     from search.promotion import Rungs, spec_rungs
 
-    rungs = Rungs(list(spec_rungs(spec)), spec.reduction_factor, spec.mode)
+    also = rung_objectives(spec)
+    rungs = Rungs(list(spec_rungs(spec)), spec.reduction_factor, spec.mode,
+                  tuple(mode for _, mode in also))
     for trial, history in histories:
         for row in history:
             if int(row["training_iteration"]) in rungs.milestones:
-                rungs.record(trial.trial_id, int(row["training_iteration"]), row.get(spec.metric))
+                rungs.record(trial.trial_id, int(row["training_iteration"]), row.get(spec.metric),
+                             tuple(row.get(metric) for metric, _ in also))
+    return rungs
+
+
+def rung_cuts(spec: SearchSpec, histories: list[tuple[Trial, list[dict]]]
+              ) -> dict[int, tuple[float | None, int]]:
+    """Each rung's epoch -> (its cut over every trial that reached it, how many reached it)."""
+    rungs = rung_book(spec, histories)
     return {m: (rungs.cut(m), len(rungs.results[m])) for m in rungs.milestones}
 
 
@@ -307,7 +316,11 @@ def trial_description(spec: SearchSpec, trial: Trial, history: list[dict],
             return f"**Stopped early** at epoch {epochs}.{best_text}"
         rung = list(cuts).index(epochs) + 1
         keep = f"the top 1/{spec.reduction_factor:g} of the {reached} trials that reached it"
-        if cut is None:
+        if spec.promote_by == "pareto":
+            names = ", ".join(o.metric for o in spec_objectives(spec))
+            why = (f"it ranked below {keep} by Pareto rank of {names}, or was not promoted "
+                   "before the search ended")
+        elif cut is None:
             why = f"too few trials reached it for any to go on ({keep})"
         elif _finite(value) and (value < cut if spec.mode == "max" else value > cut):
             side = "below" if spec.mode == "max" else "above"

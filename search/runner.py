@@ -19,7 +19,7 @@ import torch
 from core.data import Dataset, load_dataset
 from search import experiment_folder
 from search import storage as stores
-from search.cluster import check_shared_storage
+from search.cluster import check_data_reachable, check_shared_storage
 from search.console import SearchConsole, quiet_outside_systems
 from search.domains import grid_points
 from search.experiment_folder import DONE, DRIVER, SAVED_SETTINGS, SAVED_SPACE, TOTAL_TRIALS
@@ -97,6 +97,7 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
     start_ray(address, verbose)
     trial_resources(spec)  # more GPUs per trial than the cluster has: refused before any record
     check_shared_storage(spec.storage)  # a local folder that other nodes cannot see: refused
+    check_data_reachable(spec, data)  # a data set too big to ship: every node must read data_dir
     make_storage(spec.storage)  # only once everything was checked: a refusal leaves nothing
     record = SearchRecord(spec.tracking_uri, spec.experiment, spec.experiment_uri, spec.name)
     _log_search_settings(record, spec)

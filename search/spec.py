@@ -41,12 +41,18 @@ SETTINGS: dict[str, HParam] = {h.name: h for h in (
     HParam("image_size", None, "resize every image once, as the data set is decoded: shorter side "
            "to this many pixels, then a centre crop (default: the data's own size, which all images "
            "must then share)", kind=int, low=1, high=4096, optional=True),
+    HParam("data_share", 0.25, "the largest share of a node's object store that the decoded data "
+           "set may fill to be shipped from the driver; a bigger one is read from data_dir and "
+           "decoded by each node itself", low=0.0, high=1.0, low_open=True),
     HParam("model", "resnet18", "model", choices=MODELS),
     HParam("metric", "val_acc", "metric that ranks trials", choices=METRICS),
     HParam("mode", "max", "whether the metric is maximised or minimised", choices=("max", "min")),
     HParam("objectives", None, "several metrics at once, e.g. {\"val_acc\": \"max\", "
            "\"latency_ms\": \"min\"}: the search finds their Pareto front; the first one is "
            "the metric of early stopping", kind=dict, optional=True),
+    HParam("promote_by", "first", "with several objectives and scheduler asha, what a rung ranks "
+           "trials by: the first objective, or pareto (Pareto rank over all objectives, so fast "
+           "trials go on too)", choices=("first", "pareto")),
     HParam("max_latency_ms", None, "the best model is the most accurate on the front whose "
            "latency_ms (batch 1, one CPU thread) is within this", low=0.0, low_open=True,
            optional=True),
@@ -241,6 +247,9 @@ def _check_objectives(where: str, full: dict[str, Any], given: dict[str, Any]) -
     early stopping ranks by), so a different `metric` or `mode` beside them is a contradiction."""
     objectives = full["objectives"]
     if objectives is None:
+        if full["promote_by"] == "pareto":
+            raise SpecError(f"{where}: settings.promote_by: 'pareto' needs several objectives; "
+                            "set objectives, e.g. {\"val_acc\": \"max\", \"latency_ms\": \"min\"}")
         return
     if not objectives:
         raise SpecError(f"{where}: settings.objectives: empty; name at least one metric, e.g. "
@@ -252,6 +261,10 @@ def _check_objectives(where: str, full: dict[str, Any], given: dict[str, Any]) -
         if mode not in ("max", "min"):
             raise SpecError(f"{where}: settings.objectives.{metric}: {mode!r} must be 'max' or 'min'")
     first, first_mode = next(iter(objectives.items()))
+    if full["promote_by"] == "pareto" and (len(objectives) < 2 or full["scheduler"] != "asha"):
+        raise SpecError(f"{where}: settings.promote_by: 'pareto' ranks rungs over several "
+                        "objectives of scheduler 'asha'; name two or more objectives and use "
+                        "scheduler 'asha', or promote_by 'first'")
     for name, value in (("metric", first), ("mode", first_mode)):
         if name in given and given[name] != value:
             raise SpecError(f"{where}: settings.{name}: {given[name]!r} differs from the first "

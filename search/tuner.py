@@ -12,10 +12,11 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from core.data import Dataset
-from search.pareto import FinalResultsOptuna, judged_on_last_epoch, spec_objectives
+from search.cluster import data_source
+from search.pareto import FinalResultsOptuna, judged_on_last_epoch, rung_objectives, spec_objectives
 from search.promotion import PausedTrialsWait, PromotionASHA
 from search.spec import SearchSpec, SpecError
-from search.storage import tune_storage_path
+from search.storage import is_remote, tune_storage_path
 from trainables.classifier import TrialSettings, train_classifier
 
 
@@ -53,10 +54,16 @@ def trial_resources(spec: SearchSpec) -> dict[str, float]:
 
 
 def make_trainable(spec: SearchSpec, data: Dataset):
-    # with_parameters puts the data set in the object store once; trials on a node share it.
     settings = TrialSettings(model=spec.model, max_epochs=spec.max_epochs, compile=spec.compile,
                              precision=spec.precision)
-    trainable = tune.with_parameters(train_classifier, data=data, settings=settings)
+    source = data_source(spec, data)
+    if source is None:
+        # with_parameters puts the data set in the object store once; each node pulls one copy
+        # and its trials share it.
+        trainable = tune.with_parameters(train_classifier, data=data, settings=settings)
+    else:  # too big to go through the driver: each node reads data_dir itself
+        trainable = tune.with_parameters(train_classifier, data=None, settings=settings,
+                                         source=source)
     return tune.with_resources(trainable, trial_resources(spec))
 
 
@@ -66,7 +73,8 @@ def make_scheduler(spec: SearchSpec):
     if spec.scheduler == "asha":
         return PromotionASHA(max_epochs=spec.max_epochs, grace_period=spec.grace_period,
                              reduction_factor=spec.reduction_factor,
-                             max_concurrent=spec.max_concurrent or cluster_slots(spec))
+                             max_concurrent=spec.max_concurrent or cluster_slots(spec),
+                             also=rung_objectives(spec))
     # Ray's stopping form. Epochs are the time unit: the trainable reports once per epoch.
     return ASHAScheduler(time_attr="training_iteration", max_t=spec.max_epochs,
                          grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
@@ -124,9 +132,13 @@ def kept_checkpoints(spec: SearchSpec) -> tune.CheckpointConfig:
     """Each trial keeps its best checkpoint by the metric, and Ray keeps the latest as well, so
     resume and the best model both work. A trial judged by its last epoch (several objectives, or
     channels removed as it trains: the model shrinks after its best epoch) keeps its latest only."""
+    # On S3, Ray deletes a trial's older checkpoint before the experiment state that stops
+    # pointing at it reaches the bucket (Ray's own TODO in tune/execution/experiment_state.py):
+    # a driver killed in between leaves a state no resume can use. There, every checkpoint stays.
+    keep = None if is_remote(spec.storage) else 1
     if judged_on_last_epoch(spec):
-        return tune.CheckpointConfig(num_to_keep=1)
-    return tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=spec.metric,
+        return tune.CheckpointConfig(num_to_keep=keep)
+    return tune.CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=spec.metric,
                                  checkpoint_score_order=spec.mode)
 
 

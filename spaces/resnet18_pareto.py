@@ -10,6 +10,9 @@ settings = {
     # First objective: what ASHA ranks by. latency_ms: batch 1, one CPU thread, fp32, measured
     # on each trial's final model (core/cost.py).
     "objectives": {"val_acc": "max", "latency_ms": "min"},
+    # Rungs rank by Pareto rank, not accuracy alone: a fast, less accurate trial goes on too, or
+    # only the widest models would ever finish and the front would be one point.
+    "promote_by": "pareto",
     "num_samples": 48,  # a front needs more trials than a single winner
     "max_epochs": 30,
     "grace_period": 3,
@@ -39,7 +42,7 @@ space = {
 
 # --quick: a real multi-objective search in minutes on 2 CPU cores.
 quick = {
-    "num_samples": 10,
+    "num_samples": 12,
     "max_epochs": 4,
     "grace_period": 1,
     "reduction_factor": 2,

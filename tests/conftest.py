@@ -73,3 +73,7 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             f"reliability: {bad_inputs} bad inputs refused; "
             f"{sum(FAULTS_INJECTED.values())} faults injected into real searches ({faults})")
+
+
+# Outside systems started by the cluster tests (S3 server, Ray cluster, PostgreSQL), one each per session.
+from tests.outside import postgres, ray_cluster, s3_server  # noqa: E402, F401

@@ -109,6 +109,8 @@ class RayCluster:
             # A dead node is seen in seconds, not the default half a minute.
             "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
             "RAY_health_check_initial_delay_ms": "1000", "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_raylet_start_wait_time_s": "120",  # 2 busy cores: a node may take a while
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "1",  # nothing to drain when a test ends
             # Token authentication, as on a real cluster, with this cluster's own token (not
             # whatever ~/.ray/auth_token holds); the drivers get it through `env` too.
             "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex,
@@ -121,15 +123,16 @@ class RayCluster:
             self._start("head", ["--head", f"--port={self.port}", "--include-dashboard=false",
                                  f"--temp-dir={self.temp}"])
             wait_for_port(self.port, proc=self.nodes[0])
-            for i in range(workers):
+            for i in range(workers):  # one at a time: two joining at once timed out here
                 self.add_worker(hide=hidden if i == workers - 1 else None)
-            self.wait_for_nodes(1 + workers)
+                self.wait_for_nodes(2 + i)
         except BaseException:
             self.close()
             raise
 
     def _start(self, name: str, args: list[str], hide: Path | None = None) -> subprocess.Popen:
         command = [str(VENV_BIN / "ray"), "start", *args, "--num-cpus=1", "--num-gpus=0",
+                   "--node-ip-address=127.0.0.1",
                    "--object-store-memory=100000000", f"--node-manager-port={free_port()}",
                    f"--object-manager-port={free_port()}", f"--min-worker-port={free_port()}",
                    "--max-worker-port=0", "--disable-usage-stats", "--block"]
@@ -146,6 +149,22 @@ class RayCluster:
 
     def add_worker(self, hide: Path | None = None) -> subprocess.Popen:
         return self._start(f"worker{len(self.nodes)}", [f"--address={self.address}"], hide)
+
+    @property
+    def env_for_drivers(self) -> dict[str, str]:
+        """What a driver (tune-run --address) needs: the cluster's token, AWS variables, temp folder."""
+        return {k: v for k, v in self.env.items()
+                if k.startswith(("AWS_", "RAY_AUTH_", "RAY_TMPDIR")) or k == "TMPDIR"}
+
+    def node_id(self, node: subprocess.Popen) -> str:
+        """The Ray node id of the node that `ray start` process `node` started."""
+        args = Path(f"/proc/{self.raylet_pid(node)}/cmdline").read_text().split("\0")
+        return next(a.split("=", 1)[1] for a in args if a.startswith("--node_id="))
+
+    def stop_node(self, node: subprocess.Popen) -> None:
+        """Stops a node this cluster started (what is left of it after a test killed its raylet)."""
+        stop(node)
+        self.nodes.remove(node)
 
     def alive_nodes(self) -> list[dict]:
         """Ray's records of the alive nodes, read by a short-lived process of its own (the test
@@ -187,6 +206,12 @@ class RayCluster:
         raise RuntimeError(f"no raylet in the session of {node.pid}")
 
     def close(self) -> None:
+        for proc in self.nodes:  # all at once: each node drains for a while on SIGTERM
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
         for proc in reversed(self.nodes):
             stop(proc)
         shutil.rmtree(self.temp, ignore_errors=True)
@@ -227,7 +252,7 @@ class Postgres:
         with con.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{name}"')
         con.close()
-        return f"postgresql://tune@127.0.0.1:{self.port}/{name}"
+        return f"postgresql+psycopg2://tune@127.0.0.1:{self.port}/{name}"
 
     def close(self) -> None:
         stop(self.proc)
@@ -261,3 +286,31 @@ def postgres(tmp_path_factory):
     server = Postgres(Path(tempfile.mkdtemp(prefix="tr-pg-", dir="/tmp")))
     yield server
     server.close()
+
+
+def tune_run(*args: str, cwd: Path, env: dict[str, str], timeout_s: float = 600,
+             wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+    """`tune-run ARGS` in a process of its own (its own process group, so a test can kill it and
+    the local Ray it starts), with `env` over a minimal environment."""
+    from tests.conftest import REPO
+
+    full = {"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"], "HOME": str(cwd),
+            "TUNE_RUN_TEST_FAULTS": "1", "TUNE_RUN_CACHE": str(cwd / "cache")} | env
+    proc = subprocess.Popen([sys.executable, "-m", "search.cli", *args], cwd=cwd, env=full,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    if not wait:
+        return proc
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    finally:
+        kill_group(proc)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILLs what is left of a tune-run process group (its local Ray), by the group's id."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

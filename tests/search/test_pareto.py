@@ -59,6 +59,14 @@ def test_hypervolume_of_a_known_front():
     assert hypervolume_2d([], BOTH, {"val_acc": 0.0, "latency_ms": 10.0}) == 0
 
 
+def test_nondominated_sorting_peels_fronts_in_layers():
+    from search.pareto import nondominated_layers
+
+    # Every coordinate maximised.
+    points = {"a": (3, 1), "b": (1, 3), "c": (2, 2), "d": (1, 1), "e": (0, 0), "f": (2, 2)}
+    assert nondominated_layers(points) == {"a": 1, "b": 1, "c": 1, "f": 1, "d": 2, "e": 3}
+
+
 # --- a search's trials --------------------------------------------------------------------------
 
 @dataclass
@@ -195,6 +203,7 @@ def test_a_search_for_accuracy_against_latency(image_folder, tmp_path):
     settings = {"dataset": "imagefolder", "data_dir": str(image_folder), "num_samples": 8,
                 "max_epochs": 3, "grace_period": 1, "reduction_factor": 2, "search": "optuna",
                 "objectives": {"val_acc": "max", "latency_ms": "min"}, "seed": 3,
+                "promote_by": "pareto",
                 "storage": str(tmp_path / "results"), "experiment": "pareto", "name": "pareto"}
     space = write_space(tmp_path / "pareto.py", settings, """
         "width": tune.choice([0.0625, 0.125, 0.25]),
@@ -233,6 +242,8 @@ def test_a_search_for_accuracy_against_latency(image_folder, tmp_path):
     on_front = [t for t, s in standing.items() if s == ON_FRONT]
     assert best == max(on_front, key=lambda t: (full[t]["val_acc"], -full[t]["latency_ms"]))
     assert "Pareto front" in parent.data.tags["mlflow.note.content"]
+    # The model MLflow holds is that trial's last, as small as it reported (pruned channels gone).
+    assert parent.data.metrics["model_params_nonzero"] == last[best].data.metrics["params"]
 
     # Optuna learnt only from trials that ran to the end: the others are PRUNED, not COMPLETE.
     state_file = next((tmp_path / "results" / "pareto").glob("searcher-state-*.pkl"))

@@ -88,6 +88,32 @@ def test_worst_waiting_is_the_lowest_rung_then_the_lowest_value():
     assert rungs.worst_waiting({"a", "b"}) == "b"
 
 
+def test_pareto_rank_lets_a_fast_trial_go_on_that_accuracy_alone_would_stop():
+    # (val_acc max, latency_ms min) at a rung of 4: the best 2 go on. By accuracy alone: a and b.
+    # By Pareto rank, "fast" is on the rung's front (nothing is both more accurate and faster),
+    # and b is not (a beats it in both): a and fast go on.
+    rungs = Rungs([1], 2, "max", also=("min",))
+    for trial_id, acc, ms in [("a", 0.8, 4.0), ("b", 0.7, 5.0), ("fast", 0.5, 1.0), ("c", 0.4, 6.0)]:
+        rungs.record(trial_id, 1, acc, (ms,))
+    assert rungs.pareto_ranks(1) == {"a": 1, "fast": 1, "b": 2, "c": 3}
+    assert rungs.top(1) == ["a", "fast"]  # within a rank, the first objective decides
+    assert "Pareto rank 2 of the 4 trials at the rung, the best 2 go on" == rungs.standing("b", 1)
+    by_accuracy = Rungs([1], 2, "max")
+    for trial_id, acc in [("a", 0.8), ("b", 0.7), ("fast", 0.5), ("c", 0.4)]:
+        by_accuracy.record(trial_id, 1, acc)
+    assert by_accuracy.top(1) == ["a", "b"] and by_accuracy.standing("b", 1) == ""
+
+
+def test_pareto_rank_puts_a_missing_objective_last():
+    rungs = Rungs([1], 2, "max", also=("min",))
+    rungs.record("a", 1, 0.5, (2.0,))
+    rungs.record("no-latency", 1, 0.9, (None,))
+    rungs.record("no-acc", 1, None, (1.0,))
+    rungs.record("b", 1, 0.4, (3.0,))
+    # A trial missing an objective ranks after every trial that has them all.
+    assert rungs.top(1) == ["a", "b"]
+
+
 def test_the_cut_is_the_worst_value_still_in_the_top_fraction():
     assert _rungs({"a": 0.3, "b": 0.5, "c": 0.1, "d": 0.4}).cut(1) == 0.4  # top 2 of 4: b, d
     assert _rungs({"a": 0.3, "b": 0.5, "c": 0.1, "d": 0.4}, mode="min").cut(1) == 0.3

@@ -67,6 +67,12 @@ BAD_SPACE_FILES = [
     ("objectives-contradict-metric",
      space_file(settings='{"metric": "val_loss", "objectives": {"val_acc": "max", "latency_ms": "min"}}'),
      [], ["settings.metric", "first objective", "val_acc"]),
+    ("promote-by-pareto-one-objective", space_file(settings='{"promote_by": "pareto"}'), [],
+     ["settings.promote_by", "several objectives"]),
+    ("promote-by-pareto-stopping-asha",
+     space_file(settings='{"promote_by": "pareto", "scheduler": "asha_stopping", '
+                         '"objectives": {"val_acc": "max", "latency_ms": "min"}}'),
+     [], ["settings.promote_by", "scheduler 'asha'"]),
     ("max-latency-negative", space_file(settings='{"max_latency_ms": -5}'), [],
      ["settings.max_latency_ms", "(0, inf]"]),
     ("max-latency-flag-zero", space_file(), ["--max-latency-ms", "0"], ["--max-latency-ms"]),
