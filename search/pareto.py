@@ -97,6 +97,25 @@ def nondominated_layers(vectors: dict[str, tuple[float, ...]]) -> dict[str, int]
     return layers
 
 
+def crowding_distances(vectors: dict[str, tuple[float, ...]],
+                       layers: dict[str, int]) -> dict[str, float]:
+    """NSGA-II's crowding distance of each point within its layer: the ends of the layer in any
+    coordinate get infinity, the others the sum over coordinates of the gap between their
+    neighbours, as a share of the layer's range. Larger: a sparser part of the front."""
+    distance = dict.fromkeys(vectors, 0.0)
+    for layer in set(layers.values()):
+        members = [i for i in vectors if layers[i] == layer]
+        for k in range(len(next(iter(vectors.values())))):
+            ranked = sorted(members, key=lambda i: vectors[i][k])
+            low, high = vectors[ranked[0]][k], vectors[ranked[-1]][k]
+            distance[ranked[0]] = distance[ranked[-1]] = math.inf
+            if not math.isfinite(high - low) or high == low:
+                continue
+            for before, i, after in zip(ranked, ranked[1:], ranked[2:]):
+                distance[i] += (vectors[after][k] - vectors[before][k]) / (high - low)
+    return distance
+
+
 def _beats(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
 

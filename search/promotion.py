@@ -30,7 +30,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from search.experiment_folder import trial_rows
-from search.pareto import nondominated_layers
+from search.pareto import crowding_distances, nondominated_layers
 
 EPOCH = "training_iteration"  # the trainable reports once per epoch
 
@@ -61,8 +61,9 @@ class Rungs:
     def __init__(self, milestones: list[int], reduction_factor: float, mode: str,
                  also: tuple[str, ...] = ()):
         """`also`: the modes of further objectives. With any, a rung ranks its trials by Pareto
-        rank (non-dominated sorting, as NSGA-II and multi-objective ASHA do), then by the metric,
-        rather than by the metric alone; the metric stays what the cut and the console show."""
+        rank (non-dominated sorting), and within a rank by crowding distance (the ends of a front
+        and its sparse parts first), as NSGA-II and multi-objective ASHA do, then by the metric;
+        rather than by the metric alone. The metric stays what the cut and the console show."""
         if mode not in ("max", "min"):
             raise ValueError(f"mode {mode!r}: expected max or min")
         self.milestones = list(milestones)
@@ -100,16 +101,19 @@ class Rungs:
         results = self.results[milestone]
         if not self.by_pareto_rank:
             return sorted(results, key=lambda t: results[t], reverse=True)
-        layer = self.pareto_ranks(milestone)
-        missing = {t for t in results
-                   if -math.inf in (results[t], *self.others[milestone].get(t, ()))}
-        return sorted(results, key=lambda t: (t in missing, layer[t], -results[t]))
+        vectors = self._vectors(milestone)
+        layer = nondominated_layers(vectors)
+        spread = crowding_distances(vectors, layer)
+        missing = {t for t, v in vectors.items() if -math.inf in v}
+        return sorted(results, key=lambda t: (t in missing, layer[t], -spread[t], -results[t]))
+
+    def _vectors(self, milestone: int) -> dict[str, tuple[float, ...]]:
+        return {t: (v, *self.others[milestone].get(t, ())) for t, v in self.results[milestone].items()}
 
     def pareto_ranks(self, milestone: int) -> dict[str, int]:
         """Each trial's non-dominated layer at the rung: 1 for those no other trial beats in
         every objective, 2 for those only layer 1 beats, and so on."""
-        vectors = {t: (v, *self.others[milestone].get(t, ())) for t, v in self.results[milestone].items()}
-        return nondominated_layers(vectors)
+        return nondominated_layers(self._vectors(milestone))
 
     def standing(self, trial_id: str, milestone: int) -> str:
         """Where a trial ranks at its rung when ranking is by Pareto rank ('' otherwise)."""

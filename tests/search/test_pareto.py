@@ -67,6 +67,16 @@ def test_nondominated_sorting_peels_fronts_in_layers():
     assert nondominated_layers(points) == {"a": 1, "b": 1, "c": 1, "f": 1, "d": 2, "e": 3}
 
 
+def test_crowding_distance_favours_the_ends_and_sparse_parts_of_a_layer():
+    from search.pareto import crowding_distances
+
+    points = {"a": (0.0, 4.0), "b": (1.0, 3.0), "c": (3.0, 1.0), "d": (4.0, 0.0)}
+    distance = crowding_distances(points, dict.fromkeys(points, 1))
+    assert distance["a"] == distance["d"] == math.inf
+    # b's neighbours span 3 of 4 in each coordinate; c's too: equal, and finite.
+    assert distance["b"] == pytest.approx(1.5) and distance["c"] == pytest.approx(1.5)
+
+
 # --- a search's trials --------------------------------------------------------------------------
 
 @dataclass

@@ -104,6 +104,17 @@ def test_pareto_rank_lets_a_fast_trial_go_on_that_accuracy_alone_would_stop():
     assert by_accuracy.top(1) == ["a", "b"] and by_accuracy.standing("b", 1) == ""
 
 
+def test_within_a_pareto_rank_the_ends_of_the_front_go_on_first():
+    # Four trials all on the rung's front; 2 go on: the most accurate and the fastest (the front's
+    # ends, infinite crowding distance), not the two most accurate.
+    rungs = Rungs([1], 2, "max", also=("min",))
+    for trial_id, acc, ms in [("acc", 0.8, 8.0), ("acc2", 0.78, 7.0), ("mid", 0.6, 3.0),
+                              ("fast", 0.4, 1.0)]:
+        rungs.record(trial_id, 1, acc, (ms,))
+    assert set(rungs.pareto_ranks(1).values()) == {1}
+    assert rungs.top(1) == ["acc", "fast"]
+
+
 def test_pareto_rank_puts_a_missing_objective_last():
     rungs = Rungs([1], 2, "max", also=("min",))
     rungs.record("a", 1, 0.5, (2.0,))
