@@ -28,9 +28,19 @@ POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free ports (all held open while they are picked, so none repeats)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def wait_for_port(port: int, timeout_s: float = 60.0, proc: subprocess.Popen | None = None) -> None:
@@ -131,11 +141,14 @@ class RayCluster:
             raise
 
     def _start(self, name: str, args: list[str], hide: Path | None = None) -> subprocess.Popen:
+        # Ports of a node's own that Ray fixes by default (its agents' 52365, 8085, ...): nodes on
+        # one machine must not share them, as ray.cluster_utils also avoids. The rest are random.
+        agent, agent_grpc, runtime_env, metrics = free_ports(4)
         command = [str(VENV_BIN / "ray"), "start", *args, "--num-cpus=1", "--num-gpus=0",
-                   "--node-ip-address=127.0.0.1",
-                   "--object-store-memory=100000000", f"--node-manager-port={free_port()}",
-                   f"--object-manager-port={free_port()}", f"--min-worker-port={free_port()}",
-                   "--max-worker-port=0", "--disable-usage-stats", "--block"]
+                   "--object-store-memory=100000000", "--min-worker-port=0", "--max-worker-port=0",
+                   f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+                   f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
+                   "--disable-usage-stats", "--block"]
         if hide is not None:
             hide.mkdir(parents=True, exist_ok=True)
             inner = " ".join(f"'{a}'" for a in command)
@@ -180,7 +193,7 @@ class RayCluster:
             raise RuntimeError(f"cannot read the cluster's nodes: {done.stderr[-2000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
 
-    def wait_for_nodes(self, count: int, timeout_s: float = 90.0) -> list[dict]:
+    def wait_for_nodes(self, count: int, timeout_s: float = 150.0) -> list[dict]:
         deadline = time.time() + timeout_s
         while time.time() < deadline:
             nodes = self.alive_nodes()

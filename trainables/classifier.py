@@ -27,6 +27,7 @@ from core.precision import resolve_mode
 from core.pruning import rebind
 from core.train import evaluate, steps_per_epoch, train_epoch
 from trainables import checkpoints
+from trainables.data_source import DataSource
 from trainables.faults import inject_fault
 
 
@@ -44,8 +45,12 @@ class TrialSettings:
     precision: str = "auto"  # auto | fp32 | bf16 (core/precision.py)
 
 
-def train_classifier(config: dict, data: Dataset, settings: TrialSettings) -> None:
-    """Function trainable: `tune.with_parameters(train_classifier, data=..., settings=...)`."""
+def train_classifier(config: dict, data: Dataset | None, settings: TrialSettings,
+                     source: DataSource | None = None) -> None:
+    """Function trainable: `tune.with_parameters(train_classifier, data=..., settings=...)`, or
+    with `data=None, source=...` for a data set each node reads itself (trainables/data_source.py)."""
+    if data is None:
+        data = source.load()
     hp = resolve(config)
     device = _trial_device()
     torch.manual_seed(hp["seed"])
