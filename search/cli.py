@@ -23,8 +23,9 @@ from typing import Any
 
 from search.domains import describe as describe_domain
 from search.domains import is_grid
+from search.errors import SpecError
 from search.redact import first_line, redact, redact_text
-from search.spec import SETTINGS, SearchSpec, SpecError, load_spec
+from search.spec import SETTINGS, SearchSpec, load_spec
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2

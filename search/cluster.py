@@ -13,7 +13,7 @@ from pathlib import Path
 
 import ray
 
-from search.spec import SpecError
+from search.errors import SpecError
 
 PROBE_TIMEOUT_S = 60.0
 

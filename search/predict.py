@@ -8,9 +8,10 @@ resizes it as the training images were.
 from __future__ import annotations
 
 from core.images import ImageError, fit, open_image
+from search.errors import SpecError
 from search.redact import redact
 from search.results import MODEL_NAME
-from search.spec import SearchSpec, SpecError
+from search.spec import SearchSpec
 from search.tracking import SearchRecord
 
 TOP = 3

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from search.errors import SpecError
 from search.redact import redact
-from search.spec import SearchSpec, SpecError
+from search.spec import SearchSpec
 
 # Schemes of MLflow tracking stores; a URI without one is a local folder (MLflow's file store).
 FILE_SCHEMES = ("", "file")

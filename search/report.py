@@ -22,8 +22,9 @@ from ray.tune.search.sample import Categorical, Float, Integer
 
 from search import experiment_folder
 from search.domains import is_log, value_set
+from search.errors import SpecError
 from search.pareto import front_table, pareto_rows, rung_objectives, spec_objectives, write_front
-from search.spec import SearchSpec, SpecError
+from search.spec import SearchSpec
 from search.tracking import SearchRecord, ended_run
 
 REPORT_DIR = "report"  # in the experiment folder, and the artifact folder of the parent run

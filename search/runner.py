@@ -22,6 +22,7 @@ from search import storage as stores
 from search.cluster import check_data_reachable, check_shared_storage
 from search.console import SearchConsole, quiet_outside_systems
 from search.domains import grid_points
+from search.errors import SpecError
 from search.experiment_folder import DONE, DRIVER, SAVED_SETTINGS, SAVED_SPACE, TOTAL_TRIALS
 from search.pareto import spec_objectives
 from search.preflight import check_tracking_uri, make_storage, run_checks
@@ -29,7 +30,7 @@ from search.promotion import spec_rungs
 from search.redact import first_line
 from search.report import describe_runs, log_report
 from search.results import SearchResults, complete_parent_run, summarise
-from search.spec import SearchSpec, SpecError, load_spec
+from search.spec import SearchSpec, load_spec
 from search.sync import sync_trials
 from search.tracking import MlflowTracking, SearchRecord
 

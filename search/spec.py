@@ -21,12 +21,8 @@ from ray.tune.search.sample import Domain
 from core.data import DATASETS
 from core.hparams import FAULT_KEY, HPARAMS, MODELS, PRECISIONS, HParam, suggest
 from search.domains import domain_problem, is_dimension, largest_value
+from search.errors import SpecError
 from trainables.metrics import METRICS
-
-
-class SpecError(Exception):
-    """Bad input: the message is one line naming the file, field or flag, and what would be right."""
-
 
 # Promotion ASHA (search/promotion.py) by default; Ray's stopping ASHA; or no early stopping.
 SCHEDULERS = ("asha", "asha_stopping", "fifo")

@@ -20,6 +20,8 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
+from search.errors import SpecError
+
 REMOTE_SCHEMES = ("s3",)
 CONNECT_TIMEOUT_S = 3.0
 REQUEST_TIMEOUT_S = 10.0
@@ -79,8 +81,6 @@ def check(storage: str, flag: str = "--storage") -> str:
     """The bucket answers and exists; raises SpecError with one line otherwise."""
     from pyarrow import fs as pafs
 
-    from search.spec import SpecError
-
     parsed = urlparse(storage)
     if not parsed.netloc:
         raise SpecError(f"{flag}: {storage!r} names no bucket; use s3://BUCKET/PREFIX")
@@ -99,8 +99,6 @@ def check(storage: str, flag: str = "--storage") -> str:
 
 def probe_write(storage: str, flag: str = "--storage") -> None:
     """Writes and deletes one object under the prefix: the credentials may write there."""
-    from search.spec import SpecError
-
     s3, path = filesystem(storage)
     probe = f"{path}/.tune-run-probe-{uuid.uuid4().hex[:8]}"
     try:
@@ -136,8 +134,6 @@ def pull(storage: str | Path, name: str) -> Path:
     local = local_root(storage) / name
     if not is_remote(storage):
         return local
-    from search.spec import SpecError
-
     check(str(storage))  # one line for an endpoint that does not answer or a missing bucket
     s3, path = filesystem(experiment_uri(storage, name))
     shutil.rmtree(local, ignore_errors=True)
@@ -156,8 +152,6 @@ def pull_all(storage: str | Path) -> Path:
     if not is_remote(storage):
         return root
     from pyarrow import fs as pafs
-
-    from search.spec import SpecError
 
     s3, path = filesystem(str(storage))
     try:

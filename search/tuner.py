@@ -13,9 +13,10 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from core.data import Dataset
 from search.cluster import data_source
+from search.errors import SpecError
 from search.pareto import FinalResultsOptuna, judged_on_last_epoch, rung_objectives, spec_objectives
 from search.promotion import PausedTrialsWait, PromotionASHA
-from search.spec import SearchSpec, SpecError
+from search.spec import SearchSpec
 from search.storage import is_remote, tune_storage_path
 from trainables.classifier import TrialSettings, train_classifier
 

@@ -74,13 +74,14 @@ class Search:
             return {}
         return {trial: (status, epochs) for trial, status, epochs in rows}
 
-    def interrupt_when_two_finished_and_one_midway(self, proc: subprocess.Popen, sig: int):
+    def interrupt_when_two_finished_and_one_midway(self, proc: subprocess.Popen, sig: int,
+                                                   finished_at_least: int = 2):
         deadline = time.time() + 300
         while time.time() < deadline:
             states = self.trial_states()
             finished = [t for t, (s, _) in states.items() if s == "FINISHED"]
             midway = [t for t, (s, n) in states.items() if s == "RUNNING" and 1 <= n < MAX_EPOCHS]
-            if len(finished) >= 2 and midway:
+            if len(finished) >= finished_at_least and midway:
                 break
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             time.sleep(0.2)

@@ -11,8 +11,9 @@ import ray
 from ray import tune
 
 from core.data import load_dataset
+from search.errors import SpecError
 from search.runner import run_search
-from search.spec import SpecError, build_spec
+from search.spec import build_spec
 from search.tuner import new_tuner, start_ray
 
 pytestmark = pytest.mark.slow
