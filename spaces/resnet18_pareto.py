@@ -42,7 +42,7 @@ space = {
 
 # --quick: a real multi-objective search in minutes on 2 CPU cores.
 quick = {
-    "num_samples": 12,
+    "num_samples": 20,
     "max_epochs": 4,
     "grace_period": 1,
     "reduction_factor": 2,
