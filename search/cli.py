@@ -390,8 +390,9 @@ def describe(spec: SearchSpec, samples: int = 3) -> str:
     lines.append(f"  search algorithm: {s['search']} (seed {s['seed']})")
     if s["objectives"] and len(s["objectives"]) > 1:
         names = ", ".join(f"{m} ({mode})" for m, mode in s["objectives"].items())
+        ranks = "Pareto rank" if s["promote_by"] == "pareto" else s["metric"]
         lines.append(f"  objectives: {names}: the Pareto front of trials that run all epochs; "
-                     f"early stopping ranks by {s['metric']}")
+                     f"early stopping ranks by {ranks}")
     else:
         lines.append(f"  metric: {s['metric']} ({s['mode']})")
     if s["max_latency_ms"] is not None:
