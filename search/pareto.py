@@ -71,14 +71,18 @@ def _may_be(value: Any, wanted: Any) -> bool:
 
 def dominates(a: dict[str, float], b: dict[str, float], objectives: list[Objective]) -> bool:
     """Whether `a` is at least as good as `b` in every objective and better in one."""
-    at_least = all(not o.better(b[o.metric], a[o.metric]) for o in objectives)
-    return at_least and any(o.better(a[o.metric], b[o.metric]) for o in objectives)
+    return _beats(_maximised(a, objectives), _maximised(b, objectives))
 
 
 def front(points: dict[str, dict[str, float]], objectives: list[Objective]) -> set[str]:
-    """The ids of the points no other point dominates."""
-    return {i for i, p in points.items()
-            if not any(dominates(q, p, objectives) for j, q in points.items() if j != i)}
+    """The ids of the points no other point dominates: the first layer of non-dominated sorting."""
+    layers = nondominated_layers({i: _maximised(p, objectives) for i, p in points.items()})
+    return {i for i, layer in layers.items() if layer == 1}
+
+
+def _maximised(point: dict[str, float], objectives: list[Objective]) -> tuple[float, ...]:
+    """The point's objectives as values to maximise (a min objective's value negated)."""
+    return tuple(point[o.metric] if o.mode == "max" else -point[o.metric] for o in objectives)
 
 
 def nondominated_layers(vectors: dict[str, tuple[float, ...]]) -> dict[str, int]:
