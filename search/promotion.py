@@ -264,7 +264,7 @@ class PromotionASHA(FIFOScheduler):
                    for t in trials)
         paused = {t.trial_id: t for t in trials if t.status == Trial.PAUSED}
         at_rungs = {i: t for i, t in paused.items() if i not in self.queued}
-        if busy >= self.max_concurrent:
+        if busy >= self.max_concurrent or (self.leaving and self._starting(trials)):
             return None
         job = self._book().next_promotion(at_rungs)
         if job is not None:
@@ -279,6 +279,14 @@ class PromotionASHA(FIFOScheduler):
         if at_rungs and not busy and not self.leaving:
             self._end_waiting(tune_controller, at_rungs)
         return None
+
+    @staticmethod
+    def _starting(trials: list[Trial]) -> bool:
+        """Whether a trial waits for its worker. Ray gives a worker that leaves to such a trial,
+        stopping the new worker it was starting; staging another trial now would start one more
+        worker process, only to stop it in turn (each costs seconds of CPU, and at the end of a
+        search Ray waits up to 5 s for the last one)."""
+        return any(t.status == Trial.PENDING for t in trials)
 
     def _end_waiting(self, tune_controller, paused: dict[str, Trial]) -> None:
         """Nothing runs and nothing is promotable: no paused trial can move up any more, unless a
