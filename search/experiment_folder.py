@@ -126,11 +126,18 @@ def saved_settings(experiment_path: str | Path) -> dict[str, Any] | None:
 
 # --- the driver while it runs -------------------------------------------------------------------
 
+HEARTBEAT_S = 60.0  # how often a running driver renews its mark
+SILENT_S = 3 * HEARTBEAT_S  # a mark from another machine older than this: its driver is gone
+
+
 def mark_running(experiment_path: str | Path) -> None:
-    """Says this process drives the search (`tune-run ls` shows it running)."""
+    """Says this process drives the search (`tune-run ls` shows it running), as of now: the
+    driver renews the mark every HEARTBEAT_S, so a driver on another machine that died without a
+    word shows as gone once its mark is older than SILENT_S."""
     path = Path(experiment_path)
     path.mkdir(parents=True, exist_ok=True)
-    (path / DRIVER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    mark = {"host": socket.gethostname(), "pid": os.getpid(), "beat": time.time()}
+    (path / DRIVER).write_text(json.dumps(mark))
 
 
 def mark_stopped(experiment_path: str | Path) -> None:
@@ -139,13 +146,15 @@ def mark_stopped(experiment_path: str | Path) -> None:
 
 def _driver_alive(experiment_path: Path) -> bool:
     """Whether the process that marked the search running is still alive. A driver on another
-    machine cannot be checked from here: it counts as alive until it removes its mark."""
+    machine cannot be asked: it counts as alive while it renews its mark (clocks more than
+    SILENT_S apart would fool this)."""
     try:
         driver = json.loads((experiment_path / DRIVER).read_text())
     except (OSError, ValueError):
         return False
     if driver.get("host") != socket.gethostname():
-        return True
+        beat = driver.get("beat")
+        return not isinstance(beat, (int, float)) or time.time() - beat < SILENT_S
     try:
         os.kill(int(driver["pid"]), 0)
     except ProcessLookupError:

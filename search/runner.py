@@ -10,7 +10,9 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,14 +117,11 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
         _save_spec(spec)
         tuner = new_tuner(spec, data, [callback, console], verbose, scheduler)
     console.follow(scheduler)
-    experiment_folder.mark_running(spec.experiment_path)
-    stores.push(spec.storage, spec.name, DRIVER)
     try:
-        grid = tuner.fit()
+        with _driving(spec):
+            grid = tuner.fit()
     finally:
         console.close()
-        experiment_folder.mark_stopped(spec.experiment_path)
-        stores.remove(spec.storage, spec.name, DRIVER)
         stores.pull(spec.storage, spec.name)  # S3: the result files the nodes and Ray wrote
     finished = not callback.unfinished and all_trials_ended(spec)
     results, model = summarise(spec, grid, data) if finished else (None, None)
@@ -131,6 +130,34 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
         stores.push(spec.storage, spec.name, DONE)
     _record_with_retries(spec, record, results.summary() if results else None, model)
     return Outcome(finished, results, resume_command(spec))
+
+
+@contextmanager
+def _driving(spec: SearchSpec):
+    """Marks the search as driven by this process while the block runs (`tune-run ls`, from any
+    machine), renewing the mark every HEARTBEAT_S; the mark goes when the block ends."""
+    def mark() -> None:
+        experiment_folder.mark_running(spec.experiment_path)
+        stores.push(spec.storage, spec.name, DRIVER)
+
+    def renew() -> None:
+        while not stop.wait(experiment_folder.HEARTBEAT_S):
+            try:
+                mark()
+            except Exception:  # a bucket away for a while: the next beat tries again
+                pass
+
+    mark()
+    stop = threading.Event()
+    beats = threading.Thread(target=renew, name="tune-run driver mark", daemon=True)
+    beats.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beats.join(timeout=30)
+        experiment_folder.mark_stopped(spec.experiment_path)
+        stores.remove(spec.storage, spec.name, DRIVER)
 
 
 def _record_with_retries(spec: SearchSpec, record: SearchRecord, summary: dict | None,

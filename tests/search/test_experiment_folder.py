@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from search import experiment_folder as folder
@@ -56,6 +57,18 @@ def test_a_search_is_running_while_a_live_process_holds_it(tmp_path):
     folder.mark_stopped(path)
     (path / folder.DONE).write_text("{}")
     assert folder.search_state(path).state == "finished"
+
+
+def test_a_driver_on_another_machine_runs_while_it_renews_its_mark(tmp_path):
+    # What `tune-run ls` sees of a search whose driver runs elsewhere (a bucket's copy): running
+    # while the mark is fresh; not running once the driver has been silent (this folder has no
+    # state Ray saved, so "not started"; with one, "unfinished" and resumable from here).
+    path = _search(tmp_path)
+    now = time.time()
+    for age, state in ((5, "running"), (folder.SILENT_S + 5, "not started")):
+        (path / folder.DRIVER).write_text(json.dumps(
+            {"host": "another-machine", "pid": 1, "beat": now - age}))
+        assert folder.search_state(path).state == state, age
 
 
 def test_folders_that_are_not_searches_are_left_out(tmp_path):

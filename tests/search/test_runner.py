@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -41,3 +44,22 @@ def test_a_finished_search_comes_back_with_its_saved_settings(finished_search, t
     other = build_spec(Path("tiny.py"), {"dataset": "digits", "storage": str(tmp_path)},
                        {"lr": tune.uniform(0.01, 0.1)})
     assert experiment_state(other) == "new"
+
+
+def test_the_driver_renews_its_mark_while_the_search_runs_and_removes_it_after(tmp_path,
+                                                                               monkeypatch):
+    from search import experiment_folder as folder
+    from search.runner import _driving
+
+    monkeypatch.setattr(folder, "HEARTBEAT_S", 0.05)
+    spec = build_spec(tmp_path / "space.py", {"dataset": "digits", "storage": str(tmp_path)},
+                      {"lr": tune.uniform(0.01, 0.1)})
+    mark = spec.experiment_path / folder.DRIVER
+    with _driving(spec):
+        first = json.loads(mark.read_text())["beat"]
+        deadline = time.time() + 10
+        while json.loads(mark.read_text())["beat"] == first and time.time() < deadline:
+            time.sleep(0.02)
+        assert json.loads(mark.read_text())["beat"] > first  # renewed
+        assert json.loads(mark.read_text())["pid"] == os.getpid()
+    assert not mark.exists()
