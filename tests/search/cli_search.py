@@ -86,7 +86,7 @@ class Search:
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             time.sleep(0.2)
         else:
-            pytest.fail("the search never had two finished trials and one mid-way")
+            pytest.fail(f"the search never had {finished_at_least} finished trial(s) and one mid-way")
         rows_before = self.result_rows()
         proc.send_signal(sig)
         injected(f"driver {signal.Signals(sig).name}")
