@@ -299,7 +299,8 @@ def trial_description(spec: SearchSpec, trial: Trial, history: list[dict],
     from search.tracking import errored_run
 
     status = _status(trial, history, spec.max_epochs)
-    epochs = int(history[-1]["training_iteration"]) if history else 0
+    last = history[-1] if history else {}
+    epochs = int(last.get("training_iteration", 0))
     scored = [h for h in history if _finite(h.get(spec.metric))]
     pick = max if spec.mode == "max" else min
     best = pick(scored, key=lambda h: h[spec.metric]) if scored else None
@@ -308,11 +309,15 @@ def trial_description(spec: SearchSpec, trial: Trial, history: list[dict],
     if status == "completed":
         return f"**Completed** all {epochs} epochs.{best_text}"
     if status == "diverged":
-        return (f"**Diverged**: the training loss became {history[-1].get('train_loss')} at epoch "
+        return (f"**Diverged**: the training loss became {last.get('train_loss')} at epoch "
                 f"{epochs}, so it was stopped at once (no checkpoint of it is kept).{best_text}")
+    if status == "stopped_early" and not history:
+        # Ray ended it, but no epoch of it reached the experiment folder (a kill before its first
+        # result was written, or a bucket that never got it).
+        return "**Stopped** with no epoch on record."
     if status == "stopped_early":
         cut, reached = cuts.get(epochs, (None, 0))
-        value = history[-1].get(spec.metric)
+        value = last.get(spec.metric)
         if epochs not in cuts:
             return f"**Stopped early** at epoch {epochs}.{best_text}"
         rung = list(cuts).index(epochs) + 1

@@ -121,7 +121,8 @@ def test_leaderboard_rows_rank_by_the_best_epoch_and_put_unscored_trials_last():
     [],
     [(_trial("t0", "RUNNING", 0.01), [])],
     [(_trial("t0", "TERMINATED", 0.01), _epochs(0.5)), (_trial("t1", "ERROR", 0.02), [])],
-], ids=["no trials", "interrupted before an epoch", "one scored trial"])
+    [(_trial("t0", "TERMINATED", 0.01), [])],
+], ids=["no trials", "interrupted before an epoch", "one scored trial", "ended with no epoch"])
 def test_a_search_with_little_to_show_still_gets_its_report(histories, monkeypatch, tmp_path):
     from search import report
 
@@ -161,6 +162,17 @@ def test_each_trial_description_says_how_it_ended_and_why():
                               "rung's cut 0.6 (the top 1/2 of the 3 trials that reached it went on)")
     assert said[2].startswith("**Stopped by ASHA at rung 1** (epoch 1): val_acc 0.1 was below")
     assert said[3].startswith("**Diverged**: the training loss became nan at epoch 2")
+
+
+def test_a_trial_ended_with_no_epoch_on_record_is_described_not_a_crash():
+    # Seen on S3: the driver was killed before a trial's first result reached the bucket, and Ray
+    # restored the trial as ended.
+    from search.report import rung_cuts, trial_description
+
+    spec = _asha_spec()
+    histories = _histories() + [(_trial("t4", "TERMINATED", 0.05), [])]
+    said = trial_description(spec, histories[-1][0], [], rung_cuts(spec, histories))
+    assert said == "**Stopped** with no epoch on record."
 
 
 def test_the_search_description_has_the_top_5_the_best_configuration_and_the_test_accuracy():
