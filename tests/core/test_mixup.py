@@ -1,4 +1,4 @@
-"""Tests of core/mixup.py: Mixup through torchvision's transforms v2."""
+"""Tests of core/mixup.py: batch Mixup, the same as torchvision's transforms v2 `MixUp`."""
 
 from __future__ import annotations
 
@@ -19,10 +19,17 @@ def test_negative_alpha_raises():
         make_mixup(-0.5, 10)
 
 
-def test_returns_torchvision_mixup():
-    mixup = make_mixup(0.4, 10)
-    assert isinstance(mixup, v2.MixUp)
-    assert (mixup.alpha, mixup.num_classes) == (0.4, 10)
+def test_gives_what_torchvision_mixup_gives_from_the_same_seed():
+    x = torch.rand(8, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
+    ours, theirs = make_mixup(0.4, 10), v2.MixUp(alpha=0.4, num_classes=10)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        expected = theirs(x, y)
+        torch.manual_seed(seed)
+        got = ours(x, y)
+        torch.testing.assert_close(got[0], expected[0])
+        torch.testing.assert_close(got[1], expected[1])
 
 
 def test_mixes_images_and_targets_with_one_lambda():
