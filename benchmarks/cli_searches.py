@@ -65,6 +65,8 @@ def experiment_summary(path: Path) -> dict:
         trials.append({
             "config": {k: trial.config[k] for k in ("lr", "weight_decay") if k in trial.config},
             "epochs": len(rows), "best_val_acc": max(r["val_acc"] for r in rows),
+            "val_acc_by_epoch": [r["val_acc"] for r in rows],
+            "epoch_seconds_by_epoch": [r["time_this_iter_s"] for r in rows],
             "images_per_s": [r["images_per_s"] for r in rows],
             "precision": rows[0].get("precision"), "layout": rows[0].get("layout"),
             "iteration_seconds": sum(r["time_this_iter_s"] for r in later),
