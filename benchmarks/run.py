@@ -175,7 +175,7 @@ def _log(section: str, numbers) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", required=True, type=Path,
+    parser.add_argument("--data-dir", type=Path,
                         help="CIFAR-10 as train/<class>/*.jpg and test/<class>/*.jpg")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes, seconds per section: checks the script, measures nothing")
@@ -183,11 +183,22 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated subset of {','.join(SECTIONS)} "
                         f"(default: {','.join(DEFAULT_SECTIONS)})")
     parser.add_argument("--out", type=Path, default=HERE, help="folder of RESULTS.md and JSON")
+    parser.add_argument("--render", type=Path, metavar="RESULTS_JSON",
+                        help="measure nothing: write RESULTS.md beside an earlier run's JSON again "
+                        "(after a change to benchmarks/writeup.py)")
     args = parser.parse_args(argv)
+    if args.render:
+        markdown = write_markdown(json.loads(args.render.read_text()))
+        (args.render.parent / args.render.name.replace("results", "RESULTS").replace(
+            ".json", ".md")).write_text(markdown)
+        print(markdown)
+        return 0
     wanted = set(args.sections.split(","))
     if wanted - set(SECTIONS):
         parser.error(f"--sections: unknown {sorted(wanted - set(SECTIONS))}; "
                      f"expected some of {','.join(SECTIONS)}")
+    if args.data_dir is None:
+        parser.error("--data-dir is required (unless --render)")
     if not (args.data_dir / "train").is_dir():
         parser.error(f"--data-dir: {args.data_dir} has no train/ folder")
 

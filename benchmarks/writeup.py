@@ -172,6 +172,14 @@ def _searches(r: dict, targets: list) -> str:
         ("evaluation and checkpoint <= 5 % of an epoch (the promotion search)",
          f"{ours['epoch_overhead']:.1%}", ours["epoch_overhead"] <= EPOCH_OVERHEAD),
     ]
+    replay = _replay(fifo, cfg)
+    if replay:
+        targets.append((
+            f"promotion ASHA epochs <= 55 % of FIFO's, mean of {replay['orders']:,} arrival orders "
+            "replayed on FIFO's curves (computed, not run)",
+            f"{replay['mean_share']:.0%} ({replay['mean_epochs']:.1f} / {replay['fifo_epochs']}); "
+            f"{replay['orders_within_55_percent']:.0%} of orders within",
+            replay["mean_share"] <= PROMOTION_EPOCHS_SHARE))
     per_trial = [[f"{t['config']['lr']:.4f}", f"{t['config']['weight_decay']:.2e}",
                   _epochs_of(ours, t), _epochs_of(usual, t), _epochs_of(fifo, t)]
                  for t in sorted(fifo["trials"], key=lambda t: t["config"]["lr"])]
@@ -193,7 +201,38 @@ def _searches(r: dict, targets: list) -> str:
         _table(["search", "wall s", "epochs", "best val_acc", "images/s per trial (median)"], rows),
         "", "Epochs each configuration trained:", "",
         _table(["lr", "weight decay", "tune-run promotion ASHA", "usual pipeline (Ray's ASHA)",
-                "tune-run FIFO"], per_trial), ""])
+                "tune-run FIFO"], per_trial), "", _replay_text(replay)])
+
+
+def _replay(fifo: dict, cfg: dict) -> dict | None:
+    """Promotion ASHA's decisions replayed on the FIFO search's curves (benchmarks/asha_replay.py);
+    None for a run without per-epoch values (results.json from before they were kept)."""
+    from benchmarks.asha_replay import replay_many
+
+    if not all(len(t.get("val_acc_by_epoch", ())) == cfg["max_epochs"] for t in fifo["trials"]):
+        return None
+    return replay_many(fifo["trials"], cfg["max_concurrent"], cfg["grace_period"],
+                       cfg["reduction_factor"], cfg["max_epochs"])
+
+
+def _replay_text(replay: dict | None) -> str:
+    if replay is None:
+        return ""
+    counts = ", ".join(f"{epochs}: {n}" for epochs, n in replay["epochs_counts"].items())
+    return "\n".join([
+        "One search gives one order of events, and with 8 trials the epochs promotion ASHA trains "
+        "swing with it (an early promotion is judged among the few trials that reached the rung so "
+        f"far). `benchmarks/asha_replay.py` replays the scheduler's rules (its own `Rungs`) on the "
+        f"FIFO search's measured val_acc and seconds of every epoch, for {replay['orders']:,} "
+        "random orders in which the 8 configurations arrive (computed, not run; worker start-up "
+        "and Ray's latency left out):", "",
+        f"- epochs: mean {replay['mean_epochs']:.2f} ({replay['mean_share']:.1%} of FIFO's "
+        f"{replay['fifo_epochs']}), median {replay['median_epochs']:g}, from "
+        f"{replay['min_epochs']} to {replay['max_epochs']}; within 55 %: "
+        f"{replay['orders_within_55_percent']:.0%} of orders. Orders per epoch count: {counts}.",
+        f"- best val_acc below FIFO's: mean {replay['mean_points_below_fifo']:.2f} points, worst "
+        f"{replay['worst_points_below_fifo']:.2f}; within 1 point: "
+        f"{replay['orders_within_1_point']:.0%} of orders.", ""])
 
 
 def _rates(run: dict) -> str:
