@@ -12,6 +12,7 @@ import shutil
 import sys
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,10 +103,10 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
     check_shared_storage(spec.storage)  # a local folder that other nodes cannot see: refused
     check_data_reachable(spec, data)  # a data set too big to ship: every node must read data_dir
     make_storage(spec.storage)  # only once everything was checked: a refusal leaves nothing
-    record = SearchRecord(spec.tracking_uri, spec.experiment, spec.experiment_uri, spec.name)
-    _log_search_settings(record, spec)
+    opening = _open_record(spec)
     callback = MlflowTracking(spec.tracking_uri, spec.experiment, spec.experiment_uri,
-                              spec.name, spec.max_epochs, spec.dimensions, spec_rungs(spec))
+                              spec.name, spec.max_epochs, spec.dimensions, spec_rungs(spec),
+                              opening=opening)
     console = SearchConsole(spec.name, spec.metric, spec.mode, total_trials(spec), spec.max_epochs,
                             spec.dimensions, spec_rungs(spec),
                             epochs_done=experiment_folder.epochs_trained(spec.experiment_path),
@@ -123,6 +124,7 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
     finally:
         console.close()
         stores.pull(spec.storage, spec.name)  # S3: the result files the nodes and Ray wrote
+    record = _opened_record(opening, spec)
     finished = not callback.unfinished and all_trials_ended(spec)
     results, model = summarise(spec, grid, data) if finished else (None, None)
     if results:
@@ -130,6 +132,35 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
         stores.push(spec.storage, spec.name, DONE)
     _record_with_retries(spec, record, results.summary() if results else None, model)
     return Outcome(finished, results, resume_command(spec))
+
+
+def _open_record(spec: SearchSpec) -> Future:
+    """The search's MLflow record (parent run and settings), opened while Ray starts the trials'
+    workers when the store is local: a new SQLite store takes seconds to create its tables. A
+    server's store opens at once, here, so that a refusal comes before any training."""
+    def open_record() -> SearchRecord:
+        record = SearchRecord(spec.tracking_uri, spec.experiment, spec.experiment_uri, spec.name)
+        _log_search_settings(record, spec)
+        return record
+
+    opening: Future = Future()
+    if (spec.tracking_uri or "").startswith(("http://", "https://")):
+        opening.set_result(open_record())
+        return opening
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tune-run record")
+    opening = pool.submit(open_record)
+    pool.shutdown(wait=False)  # the opening goes on; the pool takes no more
+    return opening
+
+
+def _opened_record(opening: Future, spec: SearchSpec) -> SearchRecord:
+    """The opened record; opened again if opening it failed while the search ran."""
+    try:
+        return opening.result()
+    except Exception:  # the store is out of our hands; a second failure is the user's to see
+        record = SearchRecord(spec.tracking_uri, spec.experiment, spec.experiment_uri, spec.name)
+        _log_search_settings(record, spec)
+        return record
 
 
 @contextmanager

@@ -12,6 +12,7 @@ import functools
 import os
 import sys
 import time
+from concurrent.futures import Future
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
@@ -298,6 +299,15 @@ def trial_params(config: dict[str, Any]) -> dict[str, Any]:
     return resolve({k: v for k, v in config.items() if k != FAULT_KEY})
 
 
+def _opened(opening: Future | None) -> SearchRecord | None:
+    """The record opened elsewhere; None if there was none, or opening it failed (the callback
+    then opens its own, and a second failure is told as any other)."""
+    try:
+        return opening.result() if opening else None
+    except Exception:  # the tracking store is out of our hands
+        return None
+
+
 def _tolerant(method):
     """A callback method that logs a warning instead of stopping the search when MLflow fails: the
     search goes on and `sync_trials` fills in what is missing from Ray's files at the end."""
@@ -325,8 +335,11 @@ class MlflowTracking(Callback):
     """Ray Tune callback logging each trial to its child run, from the driver."""
 
     def __init__(self, tracking_uri: str | None, experiment: str, search_key: str, name: str,
-                 max_epochs: int, dimensions: list[str], rungs: tuple[int, ...] = ()):
+                 max_epochs: int, dimensions: list[str], rungs: tuple[int, ...] = (),
+                 opening: Future | None = None):
+        """`opening`: the search's record being opened elsewhere, to use once it is open."""
         self.args = (tracking_uri, experiment, search_key, name)
+        self.opening = opening
         self.max_epochs, self.dimensions, self.rungs = max_epochs, dimensions, tuple(rungs)
         self.record: SearchRecord | None = None
         self.unfinished: list[str] = []  # trials left unfinished when the experiment ended
@@ -335,11 +348,13 @@ class MlflowTracking(Callback):
 
     def __getstate__(self) -> dict:
         # Ray pickles callbacks into its experiment state; the client is rebuilt on restore.
-        return {k: v for k, v in self.__dict__.items() if k != "record"} | {"record": None}
+        return ({k: v for k, v in self.__dict__.items() if k not in ("record", "opening")}
+                | {"record": None, "opening": None})
 
     def _run(self, trial: Trial) -> str:
         if self.record is None:
-            self.record = SearchRecord(*self.args)
+            opening, self.opening = self.opening, None
+            self.record = _opened(opening) or SearchRecord(*self.args)
         return self.record.child(trial.trial_id, run_name(trial.trial_id, trial.config,
                                  self.dimensions), trial_params(trial.config))
 

@@ -40,3 +40,43 @@ def test_the_outcome_is_logged_once(record):
 def test_a_description_is_what_the_ui_shows_first(record):
     record.describe(record.parent_id, "**8 trials**")
     assert _parent(record).data.tags[NOTE] == "**8 trials**"
+
+
+def _trial(trial_id: str):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(trial_id=trial_id, config={"lr": 0.1})
+
+
+def test_the_callback_logs_into_the_record_opened_while_workers_start(record):
+    # The runner opens the record in a thread while Ray starts the workers; the callback takes
+    # that one (one parent run), and Ray's pickled experiment state never holds it.
+    import pickle
+    from concurrent.futures import Future
+
+    from search.tracking import TRIAL_ID, MlflowTracking
+
+    opening = Future()
+    opening.set_result(record)
+    callback = MlflowTracking(record.tracking_uri, "records", record.search_key, "s", 3, ["lr"],
+                              opening=opening)
+    assert pickle.loads(pickle.dumps(callback)).opening is None
+    callback.on_trial_start(0, [], _trial("t_00007"))
+    assert callback.record is record and callback.lost == 0
+    run = record.client.get_run(record.opened("t_00007"))
+    assert run.data.tags[TRIAL_ID] == "t_00007" and run.info.status == "RUNNING"
+
+
+def test_a_record_that_failed_to_open_is_opened_again_by_the_callback(record):
+    from concurrent.futures import Future
+
+    from search.tracking import MlflowTracking
+
+    opening = Future()
+    opening.set_exception(OSError("database is locked"))
+    callback = MlflowTracking(record.tracking_uri, "records", record.search_key, "s", 3, ["lr"],
+                              opening=opening)
+    callback.on_trial_start(0, [], _trial("t_00008"))
+    assert callback.lost == 0 and callback.record is not record
+    assert callback.record.parent_id == record.parent_id  # the same search's parent run
+    assert callback.record.opened("t_00008")
