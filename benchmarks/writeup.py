@@ -370,12 +370,14 @@ def _overhead(r: dict, targets: list) -> str:
     o = r["overhead"]
     rows = [[run["label"], run["trials"], run["epochs"], run["train_images"],
              run["mean_trial_seconds"], run["wall_seconds"], run["ideal_seconds"],
-             f"{run['overhead']:.1%}", f"{run['overhead_over_training']:.1%}"]
+             f"{run['overhead']:.1%}", f"{run['overhead_over_training']:.1%}",
+             *[f"{run[k]:.1f}" if k in run else "" for k in
+               ("to_first_trial_seconds", "between_seconds", "after_last_trial_seconds")]]
             for run in o["runs"]]
     limits = {"short": SHORT_TRIAL_OVERHEAD, "long": LONG_TRIAL_OVERHEAD}
     for run in o["runs"]:
         limit = limits[run["label"]]
-        targets.append((f"orchestration overhead, {run['label']} trials "
+        targets.append((f"orchestration overhead, {run['trials']} {run['label']} trials "
                         f"(~{run['mean_trial_seconds']:.0f} s each) < {limit:.0%}",
                         f"{run['overhead']:.1%}", run["overhead"] < limit))
     return "\n".join([
@@ -385,10 +387,14 @@ def _overhead(r: dict, targets: list) -> str:
         f"epoch, no MLflow callback), one local Ray for the section: "
         f"`ray.init(num_cpus=2, include_dashboard=False)` took {o['ray_start_seconds']:.1f} s, "
         f"not counted below. Ideal = sum of the trials' `time_total_s` / {o['concurrency']}; "
-        f"overhead = 1 - ideal / wall. The last column uses the epochs' own training time "
-        f"(`epoch_seconds`, no evaluation, checkpoints or set-up) as the ideal instead.", "",
+        f"overhead = 1 - ideal / wall. The next column uses the epochs' own training time "
+        f"(`epoch_seconds`, no evaluation, checkpoints or set-up) as the ideal instead. The last "
+        f"three split wall - ideal by the driver's clock: from `fit()` to the first trial's start "
+        f"(Ray starting the trials' worker processes: Python, torch and Ray Tune imports), "
+        f"what is left between trials, and from the last trial's end to `fit()`'s return.", "",
         _table(["trials", "count", "epochs each", "train images", "mean trial s", "wall s",
-                "ideal s", "overhead", "overhead vs training only"], rows), ""])
+                "ideal s", "overhead", "overhead vs training only", "to first trial s",
+                "between s", "after last s"], rows), ""])
 
 
 def _short(v) -> str:
