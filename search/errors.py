@@ -1,6 +1,6 @@
-"""The one error users see for bad input, from every check at the door (search/spec.py,
-search/preflight.py, search/storage.py): its message is one line naming the file, field or flag,
-and what would be right; the CLI prints it and exits with code 2 before anything starts."""
+"""The one error users see for bad input, raised by every check at the door (search/spec.py,
+search/preflight.py, search/storage.py); the CLI prints it and exits with code 2 before anything
+starts."""
 
 
 class SpecError(Exception):
