@@ -138,17 +138,12 @@ def _open_record(spec: SearchSpec) -> Future:
     """The search's MLflow record (parent run and settings), opened while Ray starts the trials'
     workers when the store is local: a new SQLite store takes seconds to create its tables. A
     server's store opens at once, here, so that a refusal comes before any training."""
-    def open_record() -> SearchRecord:
-        record = SearchRecord(spec.tracking_uri, spec.experiment, spec.experiment_uri, spec.name)
-        _log_search_settings(record, spec)
-        return record
-
-    opening: Future = Future()
     if (spec.tracking_uri or "").startswith(("http://", "https://")):
-        opening.set_result(open_record())
+        opening: Future = Future()
+        opening.set_result(_new_record(spec))
         return opening
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tune-run record")
-    opening = pool.submit(open_record)
+    opening = pool.submit(_new_record, spec)
     pool.shutdown(wait=False)  # the opening goes on; the pool takes no more
     return opening
 
@@ -158,9 +153,13 @@ def _opened_record(opening: Future, spec: SearchSpec) -> SearchRecord:
     try:
         return opening.result()
     except Exception:  # the store is out of our hands; a second failure is the user's to see
-        record = SearchRecord(spec.tracking_uri, spec.experiment, spec.experiment_uri, spec.name)
-        _log_search_settings(record, spec)
-        return record
+        return _new_record(spec)
+
+
+def _new_record(spec: SearchSpec) -> SearchRecord:
+    record = SearchRecord(spec.tracking_uri, spec.experiment, spec.experiment_uri, spec.name)
+    _log_search_settings(record, spec)
+    return record
 
 
 @contextmanager
