@@ -46,10 +46,11 @@ def load_for(spec: SearchSpec) -> tuple[Dataset, float]:
     return data, time.perf_counter() - start
 
 
-def fit(spec: SearchSpec, data: Dataset) -> tuple[tune.ResultGrid, float]:
+def fit(spec: SearchSpec, data: Dataset, callbacks: list | None = None
+        ) -> tuple[tune.ResultGrid, float]:
     """Runs the search; returns its results and its wall time (Tuner built and fitted)."""
     start = time.perf_counter()
-    grid = new_tuner(spec, data, callbacks=[]).fit()
+    grid = new_tuner(spec, data, callbacks=callbacks or []).fit()
     seconds = time.perf_counter() - start
     if grid.errors:
         raise RuntimeError(f"{spec.name}: {len(grid.errors)} trials failed: {grid.errors[0]}")
@@ -94,10 +95,7 @@ def orchestration(workdir: Path, data_dir: str, sizes: list[dict]) -> dict:
             data, load_seconds = load_for(spec)
             timeline = Timeline()
             start = time.perf_counter()
-            grid = new_tuner(spec, data, callbacks=[timeline]).fit()
-            wall = time.perf_counter() - start
-            if grid.errors:
-                raise RuntimeError(f"{spec.name}: {len(grid.errors)} trials failed")
+            grid, wall = fit(spec, data, [timeline])
             trial_seconds = [r.metrics["time_total_s"] for r in grid]
             epoch_seconds = [float(r.metrics_dataframe["epoch_seconds"].sum()) for r in grid]
             ideal = sum(trial_seconds) / concurrency
