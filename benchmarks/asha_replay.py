@@ -6,7 +6,7 @@ This replays the scheduler's rules on the FIFO search's measured val_acc at ever
 configuration and its measured seconds per epoch, for many orders in which the configurations
 arrive, as different seeds of the sampler would give them:
 
-- a trial that reaches a rung goes on if it is the next promotion (`search.promotion.Rungs`, the
+- a trial that reaches a rung goes on if it is the next promotion (`search.scheduling.promotion.Rungs`, the
   scheduler's own bookkeeping), else it pauses;
 - a free worker takes the next promotion (top rung first), else starts the next new trial;
 - when nothing runs and nothing can be promoted, the paused trials end.
@@ -20,7 +20,7 @@ import heapq
 import random
 from statistics import mean, median
 
-from search.promotion import Rungs, rung_milestones
+from search.scheduling.promotion import Rungs, rung_milestones
 
 
 def replay(curves: list[list[float]], seconds: list[list[float]], order: list[int], workers: int,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ray.tune import ExperimentAnalysis
 
-from search.experiment_folder import result_rows
+from search.place.experiment_folder import result_rows
 
 REPO = Path(__file__).resolve().parents[1]
 

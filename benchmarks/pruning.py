@@ -50,7 +50,7 @@ def run_tune_run(folder: Path, space: Path, *flags: str) -> float:
 
 def dense_against_pruned(work: Path, data_dir: str, epochs: int, subset: int, width: float,
                          ratio: float) -> dict:
-    from search.experiment_folder import result_rows, trials
+    from search.place.experiment_folder import result_rows, trials
 
     space = work / "pruning.py"
     settings = {"dataset": "cifar10", "data_dir": data_dir, "subset": subset, "max_epochs": epochs,
@@ -89,7 +89,7 @@ def measure(checkpoint: str, data_dir: str, subset: int) -> dict:
     from core.cost import latency_ms, macs, parameter_counts
     from core.data import load_dataset
     from core.inference import inference_copy
-    from search.results import test_split_score
+    from search.report.results import test_split_score
 
     data = load_dataset("cifar10", data_dir, 0.1, subset, 0)
     model, _, test_acc = test_split_score(checkpoint, data)
@@ -105,9 +105,9 @@ def measure(checkpoint: str, data_dir: str, subset: int) -> dict:
 
 
 def pareto_search(work: Path, data_dir: str) -> dict:
-    from search.experiment_folder import trial_histories
-    from search.pareto import ON_FRONT, hypervolume_2d, pareto_rows, spec_objectives
-    from search.spec import load_spec
+    from search.place.experiment_folder import trial_histories
+    from search.scheduling.pareto import ON_FRONT, hypervolume_2d, pareto_rows, spec_objectives
+    from search.door.spec import load_spec
 
     wall = run_tune_run(work, REPO / "spaces" / "resnet18_pareto.py", "--quick", "--data-dir",
                         data_dir, "--name", "pareto")

@@ -1,6 +1,6 @@
-"""Sections 6-7: searches through tune-run's real Tuner (`search.tuner.new_tuner`), timed inside.
+"""Sections 6-7: searches through tune-run's real Tuner (`search.scheduling.tuner.new_tuner`), timed inside.
 
-Each search is a spec from `search.spec.build_spec` (so the same validation as a space file), a data
+Each search is a spec from `search.door.spec.build_spec` (so the same validation as a space file), a data
 set from `core.data.load_dataset` with the spec's settings (as `search.runner.run_search` loads it),
 and `new_tuner(spec, data, callbacks=[])`: no MLflow, everything else as in a real search.
 """
@@ -18,8 +18,8 @@ from ray import tune
 from benchmarks.memory import MB, MemorySampler
 from benchmarks.throughput import BATCH, WIDTH
 from core.data import Dataset, load_dataset
-from search.spec import SearchSpec, build_spec
-from search.tuner import new_tuner, start_ray
+from search.door.spec import SearchSpec, build_spec
+from search.scheduling.tuner import new_tuner, start_ray
 
 # Section 4 and 5's one searched dimension (a spec needs one); SGD, the project's defaults.
 SGD_SPACE = {"lr": tune.loguniform(0.01, 0.2), "width": WIDTH, "batch_size": BATCH}

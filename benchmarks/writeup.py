@@ -136,7 +136,7 @@ def _baseline(r: dict, targets: list) -> str:
 def successive_halving_epochs(trials: int, grace: int, eta: float, max_epochs: int) -> int:
     """Epochs synchronous successive halving trains: n trials to the first rung, n/eta onwards to
     the next, ..., the survivors to max_epochs."""
-    from search.promotion import rung_milestones
+    from search.scheduling.promotion import rung_milestones
 
     epochs, done, alive = 0, 0, trials
     for milestone in rung_milestones(grace, eta, max_epochs) + [max_epochs]:
@@ -394,7 +394,7 @@ def _overhead(r: dict, targets: list) -> str:
                         f"{run['overhead']:.1%}", run["overhead"] < limit))
     return "\n".join([
         "## 6. Orchestration overhead of the whole search", "",
-        f"tune-run's real Tuner (`search.tuner.new_tuner`, spec from `build_spec`, FIFO, "
+        f"tune-run's real Tuner (`search.scheduling.tuner.new_tuner`, spec from `build_spec`, FIFO, "
         f"cpus_per_trial=1, max_concurrent={o['concurrency']}, reuse_actors, a checkpoint per "
         f"epoch, no MLflow callback), one local Ray for the section: "
         f"`ray.init(num_cpus=2, include_dashboard=False)` took {o['ray_start_seconds']:.1f} s, "

@@ -1,6 +1,6 @@
 """The one table of hyperparameters: each name, its allowed values or range, and its default.
 
-Validation of space files (search/spec.py) and the trainable (trainables/classifier.py) both read
+Validation of space files (search/door/spec.py) and the trainable (trainables/classifier.py) both read
 this table, so a hyperparameter is declared here and nowhere else. Plain Python: importing this module
 must stay cheap (no torch), because `tune-run --dry-run` uses it.
 """

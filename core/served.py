@@ -1,6 +1,6 @@
 """The best model as users take it away: images in, class names and probabilities out.
 
-Two forms of one trained network, both plain PyTorch (search/model_flavour.py logs them to MLflow as
+Two forms of one trained network, both plain PyTorch (search/record/model_flavour.py logs them to MLflow as
 the two flavours of one model):
 
 - `Classifier`, an nn.Module taking float 0..1 (N, C, H, W) images, the training data's normalisation

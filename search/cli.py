@@ -21,11 +21,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from search.domains import describe as describe_domain
-from search.domains import is_grid
+from search.door.domains import describe as describe_domain
+from search.door.domains import is_grid
 from search.errors import SpecError
 from search.redact import first_line, redact, redact_text
-from search.spec import SETTINGS, SearchSpec, load_spec
+from search.door.spec import SETTINGS, SearchSpec, load_spec
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -178,7 +178,7 @@ def _run(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     spec = _spec(args, overrides)
     if args.dry_run:
-        from search.preflight import run_checks
+        from search.door.preflight import run_checks
 
         checks = run_checks(spec, args.address, create=False)
         print(describe(spec))
@@ -238,8 +238,8 @@ def _saved_spec(args: argparse.Namespace) -> SearchSpec:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from search.report import REPORT_DIR, leaderboard_markdown, log_report
-    from search.tracking import SearchRecord
+    from search.report.leaderboard import REPORT_DIR, leaderboard_markdown, log_report
+    from search.record.tracking import SearchRecord
 
     spec = _saved_spec(args)
     out = Path(args.out) if args.out else spec.experiment_path / REPORT_DIR
@@ -248,7 +248,7 @@ def _report(args: argparse.Namespace) -> int:
     print(f"Trials of {spec.name!r} by {spec.metric} ({spec.mode}):")
     print(leaderboard_markdown(report.rows))
     if report.pareto:
-        from search.pareto import front_table, spec_objectives
+        from search.scheduling.pareto import front_table, spec_objectives
 
         print("\nPareto front (at each trial's last epoch; trials stopped early are not eligible):")
         print(leaderboard_markdown(front_table(report.pareto, spec_objectives(spec))))
@@ -258,9 +258,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _ls(args: argparse.Namespace) -> int:
-    from search.experiment_folder import ago, resume_command, search_states
-    from search.report import leaderboard_markdown
-    from search.storage import pull_all, tune_storage_path
+    from search.place.experiment_folder import ago, resume_command, search_states
+    from search.report.leaderboard import leaderboard_markdown
+    from search.place.storage import pull_all, tune_storage_path
 
     location = args.storage or SETTINGS["storage"].default
     storage = tune_storage_path(location)  # the folder, or the s3:// URI
@@ -315,7 +315,7 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _checked_name(name: str, flag: str) -> str:
-    from search.spec import NAME_PATTERN
+    from search.door.spec import NAME_PATTERN
 
     if not NAME_PATTERN.fullmatch(name):
         raise SpecError(f"{flag}: {name!r} is not an experiment name (letters, digits, . _ -)")
@@ -346,7 +346,7 @@ def _shutdown_ray() -> None:
 
 
 def _print_results(spec: SearchSpec, results) -> None:
-    from search.report import leaderboard_markdown
+    from search.report.leaderboard import leaderboard_markdown
 
     print()
     print(f"Best trials of {spec.name!r} by {spec.metric} ({spec.mode}):")

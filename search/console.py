@@ -25,8 +25,8 @@ from typing import Any, TextIO
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from search.experiment_folder import error_log
-from search.tracking import ended_run, errored_run, run_name
+from search.place.experiment_folder import error_log
+from search.record.tracking import ended_run, errored_run, run_name
 
 NOISY_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.data", "mlflow", "alembic", "optuna")
 # Where Ray Tune logs a trial's failure (with its traceback) and the list of failed trials at the

@@ -1,5 +1,5 @@
-"""The one error users see for bad input, raised by every check at the door (search/spec.py,
-search/preflight.py, search/storage.py); the CLI prints it and exits with code 2 before anything
+"""The one error users see for bad input, raised by every check at the door (search/door/spec.py,
+search/door/preflight.py, search/place/storage.py); the CLI prints it and exits with code 2 before anything
 starts."""
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from core.images import ImageError, fit, open_image
 from search.errors import SpecError
 from search.redact import redact
-from search.results import MODEL_NAME
-from search.spec import SearchSpec
-from search.tracking import SearchRecord
+from search.report.results import MODEL_NAME
+from search.door.spec import SearchSpec
+from search.record.tracking import SearchRecord
 
 TOP = 3
 

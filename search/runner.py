@@ -20,22 +20,22 @@ from pathlib import Path
 import torch
 
 from core.data import Dataset, load_dataset
-from search import experiment_folder
-from search import storage as stores
-from search.cluster import check_data_reachable, check_shared_storage
+from search.place import experiment_folder
+from search.place import storage as stores
+from search.place.cluster import check_data_reachable, check_shared_storage
 from search.console import SearchConsole, quiet_outside_systems
-from search.domains import grid_points
+from search.door.domains import grid_points
 from search.errors import SpecError
-from search.experiment_folder import DONE, DRIVER, SAVED_SETTINGS, SAVED_SPACE, TOTAL_TRIALS
-from search.pareto import spec_objectives
-from search.preflight import check_tracking_uri, make_storage, run_checks
-from search.promotion import spec_rungs
+from search.place.experiment_folder import DONE, DRIVER, SAVED_SETTINGS, SAVED_SPACE, TOTAL_TRIALS
+from search.scheduling.pareto import spec_objectives
+from search.door.preflight import check_tracking_uri, make_storage, run_checks
+from search.scheduling.promotion import spec_rungs
 from search.redact import first_line
-from search.report import describe_runs, log_report
-from search.results import SearchResults, complete_parent_run, summarise
-from search.spec import SearchSpec, load_spec
-from search.sync import sync_trials
-from search.tracking import MlflowTracking, SearchRecord
+from search.report.leaderboard import describe_runs, log_report
+from search.report.results import SearchResults, complete_parent_run, summarise
+from search.door.spec import SearchSpec, load_spec
+from search.report.sync import sync_trials
+from search.record.tracking import MlflowTracking, SearchRecord
 
 
 @dataclass
@@ -90,7 +90,7 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
                verbose: bool = False) -> Outcome:
     """Runs (or resumes) the search of `spec`; returns whether it finished and its results.
     Ray's and MLflow's own output shows only with `verbose`; the console tells the search."""
-    from search.tuner import make_scheduler, new_tuner, restored_tuner, start_ray, trial_resources
+    from search.scheduling.tuner import make_scheduler, new_tuner, restored_tuner, start_ray, trial_resources
 
     run_checks(spec, address, create=False)  # tracking URI, storage, data, cluster address
     _fail_fast_over_http(spec.tracking_uri)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from ray.tune.experiment import Trial
 
 from search.console import SearchConsole
-from search.promotion import PromotionASHA
+from search.scheduling.promotion import PromotionASHA
 
 METRIC = "val_acc"
 

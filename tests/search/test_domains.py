@@ -6,7 +6,7 @@ import pytest
 from ray import tune
 
 from core.hparams import HPARAMS, HParam
-from search.domains import ValueSet, describe, domain_problem, largest_value, value_set
+from search.door.domains import ValueSet, describe, domain_problem, largest_value, value_set
 from tests.search.conftest import refuse_space_file, space_file
 
 # A float range [0, 1) and an integer range [1, 10], as the table declares ranges.

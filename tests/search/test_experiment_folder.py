@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from search import experiment_folder as folder
+from search.place import experiment_folder as folder
 from tests.conftest import REPO
 
 

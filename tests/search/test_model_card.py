@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from core.served import Classifier
-from search.model_card import markdown, model_card
+from search.record.model_card import markdown, model_card
 
 
 def tiny_classifier() -> Classifier:

@@ -1,4 +1,4 @@
-"""Tests of search/pareto.py: the front, the best model within a latency budget, and what Optuna is
+"""Tests of search/scheduling/pareto.py: the front, the best model within a latency budget, and what Optuna is
 told about trials that did not run to the end."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from optuna.samplers import TPESampler
 from optuna.trial import TrialState
 from ray import tune
 
-from search.pareto import (
+from search.scheduling.pareto import (
     DOMINATED,
     EARLY,
     NO_VALUE,
@@ -28,7 +28,7 @@ from search.pareto import (
     pareto_rows,
     write_front,
 )
-from search.spec import build_spec
+from search.door.spec import build_spec
 
 ACC, LAT = Objective("val_acc", "max"), Objective("latency_ms", "min")
 BOTH = [ACC, LAT]
@@ -60,7 +60,7 @@ def test_hypervolume_of_a_known_front():
 
 
 def test_nondominated_sorting_peels_fronts_in_layers():
-    from search.pareto import nondominated_layers
+    from search.scheduling.pareto import nondominated_layers
 
     # Every coordinate maximised.
     points = {"a": (3, 1), "b": (1, 3), "c": (2, 2), "d": (1, 1), "e": (0, 0), "f": (2, 2)}
@@ -68,7 +68,7 @@ def test_nondominated_sorting_peels_fronts_in_layers():
 
 
 def test_crowding_distance_favours_the_ends_and_sparse_parts_of_a_layer():
-    from search.pareto import crowding_distances
+    from search.scheduling.pareto import crowding_distances
 
     points = {"a": (0.0, 4.0), "b": (1.0, 3.0), "c": (3.0, 1.0), "d": (4.0, 0.0)}
     distance = crowding_distances(points, dict.fromkeys(points, 1))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from ray import tune
 
-from search.preflight import run_checks
-from search.spec import build_spec
+from search.door.preflight import run_checks
+from search.door.spec import build_spec
 from tests.search.conftest import assert_refused, refuse_space_file, run_cli, space_file
 
 # (id, space file text, CLI flags, fragments the error must name)

@@ -8,8 +8,8 @@ import sys
 import pytest
 from ray.tune import ExperimentAnalysis
 
-from search.experiment_folder import result_rows
-from search.promotion import Rungs, rung_milestones
+from search.place.experiment_folder import result_rows
+from search.scheduling.promotion import Rungs, rung_milestones
 from tests.conftest import REPO, search_runs, write_space
 
 

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from search import cli
-from search.report import REPORT_DIR, hparam_importance, leaderboard_markdown, leaderboard_rows
+from search.report.leaderboard import REPORT_DIR, hparam_importance, leaderboard_markdown, leaderboard_rows
 from tests.conftest import REPO, write_space
 
 slow = pytest.mark.slow  # the tests of the real search below
@@ -97,7 +97,7 @@ def _epochs(*accs: float) -> list[dict]:
 
 
 def _spec():
-    from search.spec import build_spec
+    from search.door.spec import build_spec
 
     return build_spec(Path("s.py"), {"max_epochs": 3}, {"lr": tune.loguniform(1e-4, 1e-1)})
 
@@ -124,7 +124,7 @@ def test_leaderboard_rows_rank_by_the_best_epoch_and_put_unscored_trials_last():
     [(_trial("t0", "TERMINATED", 0.01), [])],
 ], ids=["no trials", "interrupted before an epoch", "one scored trial", "ended with no epoch"])
 def test_a_search_with_little_to_show_still_gets_its_report(histories, monkeypatch, tmp_path):
-    from search import report
+    from search.report import leaderboard
 
     monkeypatch.setattr(report, "trial_histories", lambda spec: histories)
     built = report.build_report(_spec(), tmp_path)
@@ -135,7 +135,7 @@ def test_a_search_with_little_to_show_still_gets_its_report(histories, monkeypat
 
 
 def _asha_spec():
-    from search.spec import build_spec
+    from search.door.spec import build_spec
 
     return build_spec(Path("s.py"), {"max_epochs": 4, "grace_period": 1, "reduction_factor": 2},
                       {"lr": tune.loguniform(1e-4, 1e-1)})
@@ -151,7 +151,7 @@ def _histories():
 
 
 def test_each_trial_description_says_how_it_ended_and_why():
-    from search.report import rung_cuts, trial_description
+    from search.report.leaderboard import rung_cuts, trial_description
 
     spec, histories = _asha_spec(), _histories()
     cuts = rung_cuts(spec, histories)
@@ -167,7 +167,7 @@ def test_each_trial_description_says_how_it_ended_and_why():
 def test_a_trial_ended_with_no_epoch_on_record_is_described_not_a_crash():
     # Seen on S3: the driver was killed before a trial's first result reached the bucket, and Ray
     # restored the trial as ended.
-    from search.report import rung_cuts, trial_description
+    from search.report.leaderboard import rung_cuts, trial_description
 
     spec = _asha_spec()
     histories = _histories() + [(_trial("t4", "TERMINATED", 0.05), [])]
@@ -176,7 +176,7 @@ def test_a_trial_ended_with_no_epoch_on_record_is_described_not_a_crash():
 
 
 def test_the_search_description_has_the_top_5_the_best_configuration_and_the_test_accuracy():
-    from search.report import Report, leaderboard_rows, search_description
+    from search.report.leaderboard import Report, leaderboard_rows, search_description
 
     spec, histories = _asha_spec(), _histories()
     report = Report(leaderboard_rows(spec, histories), histories=histories)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from search.results import SearchResults
+from search.report.results import SearchResults
 
 
 def test_the_printed_leaderboard_is_the_report_s_markdown_table_best_first():

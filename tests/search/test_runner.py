@@ -11,7 +11,7 @@ import pytest
 from ray import tune
 
 from search.runner import experiment_state, load_saved_spec, resume_command, total_trials
-from search.spec import build_spec
+from search.door.spec import build_spec
 from tests.search.conftest import MAX_EPOCHS, refuse_space_file
 
 
@@ -48,7 +48,7 @@ def test_a_finished_search_comes_back_with_its_saved_settings(finished_search, t
 
 def test_the_driver_renews_its_mark_while_the_search_runs_and_removes_it_after(tmp_path,
                                                                                monkeypatch):
-    from search import experiment_folder as folder
+    from search.place import experiment_folder as folder
     from search.runner import _driving
 
     monkeypatch.setattr(folder, "HEARTBEAT_S", 0.05)

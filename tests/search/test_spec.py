@@ -106,7 +106,7 @@ def test_the_first_objective_is_the_metric_of_early_stopping(tmp_path):
 
     from ray import tune
 
-    from search.spec import build_spec
+    from search.door.spec import build_spec
 
     objectives = {"latency_ms": "min", "val_acc": "max"}
     spec = build_spec(Path("s.py"), {"objectives": objectives, "max_latency_ms": 4},

@@ -1,6 +1,6 @@
 """Property tests of the door: bad space files and flags generated from the tables themselves.
 
-For every hyperparameter (core/hparams.py) and setting (search/spec.py), hypothesis draws a wrong
+For every hyperparameter (core/hparams.py) and setting (search/door/spec.py), hypothesis draws a wrong
 type, a value just outside a bound, a value far outside it, an unknown choice, or a Ray Tune domain
 whose values leave the range (and for flags, the same values as text). Each must be refused with
 exit code 2 and one line naming the field or flag, with nothing created. Run in-process through
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from core.hparams import HPARAMS, HParam
 from search.cli import OVERRIDE_FLAGS, main
-from search.spec import SETTINGS
+from search.door.spec import SETTINGS
 
 pytestmark = pytest.mark.bad_input
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from search.tracking import NOTE, SearchRecord
+from search.record.tracking import NOTE, SearchRecord
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_the_callback_logs_into_the_record_opened_while_workers_start(record):
     import pickle
     from concurrent.futures import Future
 
-    from search.tracking import TRIAL_ID, MlflowTracking
+    from search.record.tracking import TRIAL_ID, MlflowTracking
 
     opening = Future()
     opening.set_result(record)
@@ -70,7 +70,7 @@ def test_the_callback_logs_into_the_record_opened_while_workers_start(record):
 def test_a_record_that_failed_to_open_is_opened_again_by_the_callback(record):
     from concurrent.futures import Future
 
-    from search.tracking import MlflowTracking
+    from search.record.tracking import MlflowTracking
 
     opening = Future()
     opening.set_exception(OSError("database is locked"))

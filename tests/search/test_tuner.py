@@ -13,8 +13,8 @@ from ray import tune
 from core.data import load_dataset
 from search.errors import SpecError
 from search.runner import run_search
-from search.spec import build_spec
-from search.tuner import new_tuner, start_ray
+from search.door.spec import build_spec
+from search.scheduling.tuner import new_tuner, start_ray
 
 pytestmark = pytest.mark.slow
 

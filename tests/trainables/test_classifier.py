@@ -12,8 +12,8 @@ from ray import tune
 
 from core.data import load_dataset
 from core.models import ResNet18
-from search.spec import build_spec
-from search.tuner import new_tuner
+from search.door.spec import build_spec
+from search.scheduling.tuner import new_tuner
 from trainables import checkpoints
 
 pytestmark = pytest.mark.slow

@@ -20,12 +20,12 @@ from matplotlib.figure import Figure
 from ray.tune.experiment import Trial
 from ray.tune.search.sample import Categorical, Float, Integer
 
-from search import experiment_folder
-from search.domains import is_log, value_set
+from search.place import experiment_folder
+from search.door.domains import is_log, value_set
 from search.errors import SpecError
-from search.pareto import front_table, pareto_rows, rung_objectives, spec_objectives, write_front
-from search.spec import SearchSpec
-from search.tracking import SearchRecord, ended_run
+from search.scheduling.pareto import front_table, pareto_rows, rung_objectives, spec_objectives, write_front
+from search.door.spec import SearchSpec
+from search.record.tracking import SearchRecord, ended_run
 
 REPORT_DIR = "report"  # in the experiment folder, and the artifact folder of the parent run
 # Trials that ran to their own end (ASHA's stop included); only these inform the importance.
@@ -272,8 +272,8 @@ def describe_runs(spec: SearchSpec, record: SearchRecord, report: Report,
 
 
 def rung_book(spec: SearchSpec, histories: list[tuple[Trial, list[dict]]]):
-    """ASHA's rungs (search/promotion.py's Rungs) rebuilt from every trial's results."""
-    from search.promotion import Rungs, spec_rungs
+    """ASHA's rungs (search/scheduling/promotion.py's Rungs) rebuilt from every trial's results."""
+    from search.scheduling.promotion import Rungs, spec_rungs
 
     also = rung_objectives(spec)
     rungs = Rungs(list(spec_rungs(spec)), spec.reduction_factor, spec.mode,
@@ -296,7 +296,7 @@ def rung_cuts(spec: SearchSpec, histories: list[tuple[Trial, list[dict]]]
 def trial_description(spec: SearchSpec, trial: Trial, history: list[dict],
                       cuts: dict[int, tuple[float | None, int]]) -> str:
     """How a trial ended and why, in a sentence or two of Markdown."""
-    from search.tracking import errored_run
+    from search.record.tracking import errored_run
 
     status = _status(trial, history, spec.max_epochs)
     last = history[-1] if history else {}

@@ -13,8 +13,8 @@ from typing import Any
 
 from core.cost import latency_ms, parameter_counts
 from core.served import Classifier
-from search.model_flavour import SERIALIZATION_FORMAT
-from search.tracking import SearchRecord
+from search.record.model_flavour import SERIALIZATION_FORMAT
+from search.record.tracking import SearchRecord
 
 LATENCY_BATCHES = (1, 128)
 

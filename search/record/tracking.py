@@ -203,12 +203,12 @@ class SearchRecord:
 
     def log_best_model(self, name: str, classifier, card: dict[str, Any]) -> int:
         """Logs `classifier` (core.served.Classifier) as the parent run's model `name`, with the
-        pytorch and images-in pyfunc flavours (search/model_flavour.py) and `card` in its metadata,
+        pytorch and images-in pyfunc flavours (search/record/model_flavour.py) and `card` in its metadata,
         and tags the run `tune_run.best_model`; returns the size of its weights file in bytes."""
         import mlflow
         from mlflow.models import Model
 
-        from search import model_flavour
+        from search.record import model_flavour
 
         mlflow.set_tracking_uri(self.tracking_uri)
         with mlflow.start_run(run_id=self.parent_id):  # the model joins the run's experiment

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 from search.errors import SpecError
 from search.redact import redact
-from search.spec import SearchSpec
+from search.door.spec import SearchSpec
 
 # Schemes of MLflow tracking stores; a URI without one is a local folder (MLflow's file store).
 FILE_SCHEMES = ("", "file")
@@ -48,7 +48,7 @@ def run_checks(spec: SearchSpec, address: str | None, create: bool = True) -> li
 
 
 def check_tracking_uri(uri: str | None) -> Check:
-    from search.tracking import TrackingUnreachable, check_reachable
+    from search.record.tracking import TrackingUnreachable, check_reachable
 
     if not uri:
         return Check("tracking", "MLflow's default store, sqlite:///mlflow.db in this folder")
@@ -112,8 +112,8 @@ def _check_database(uri: str) -> None:
 def check_storage(storage: str) -> Check:
     """The storage: an S3 bucket that answers, or a local (or mounted shared) folder that exists
     or can be made. (Whether every node of a cluster sees a local folder is checked once Ray has
-    started: search/cluster.py.)"""
-    from search import storage as stores
+    started: search/place/cluster.py.)"""
+    from search.place import storage as stores
 
     if stores.is_remote(storage):
         return Check("storage", stores.check(storage))
@@ -128,7 +128,7 @@ def check_storage(storage: str) -> Check:
 
 
 def make_storage(storage: str) -> None:
-    from search import storage as stores
+    from search.place import storage as stores
 
     if stores.is_remote(storage):
         stores.probe_write(storage)

@@ -11,12 +11,12 @@ from ray.tune import ResultGrid
 from core.augment import BatchAugment
 from core.data import Dataset
 from core.train import evaluate
-from search.model_card import ship_best_model
-from search.pareto import Objective, best_row, front_table, judged_on_last_epoch, pareto_rows, spec_objectives
-from search.report import leaderboard_markdown, leaderboard_rows, trial_histories
-from search.spec import SearchSpec
-from search.storage import checkpoint_location, local_folder
-from search.tracking import SearchRecord
+from search.record.model_card import ship_best_model
+from search.scheduling.pareto import Objective, best_row, front_table, judged_on_last_epoch, pareto_rows, spec_objectives
+from search.report.leaderboard import leaderboard_markdown, leaderboard_rows, trial_histories
+from search.door.spec import SearchSpec
+from search.place.storage import checkpoint_location, local_folder
+from search.record.tracking import SearchRecord
 from trainables.checkpoints import model_from_checkpoint, served_model
 
 MODEL_NAME = "best_model"
@@ -88,7 +88,7 @@ def choose_best(spec: SearchSpec, rows: list[dict[str, Any]],
                 histories: list) -> BestChoice:
     """The trial whose model ships. Single objective: the leaderboard's first. Several objectives,
     channel pruning or a latency budget: the best front trial in the first objective at its last
-    epoch, within `max_latency_ms` if set (search/pareto.py); where no trial qualifies, the
+    epoch, within `max_latency_ms` if set (search/scheduling/pareto.py); where no trial qualifies, the
     leaderboard's first, saying why."""
     if not (judged_on_last_epoch(spec) or spec.max_latency_ms is not None):
         return BestChoice(rows[0]["trial"], rows[0][spec.metric], f"best {spec.metric}", False)

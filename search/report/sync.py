@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from ray.tune.experiment import Trial
 
-from search.experiment_folder import result_rows, trials
-from search.promotion import spec_rungs
-from search.spec import SearchSpec
-from search.tracking import (
+from search.place.experiment_folder import result_rows, trials
+from search.scheduling.promotion import spec_rungs
+from search.door.spec import SearchSpec
+from search.record.tracking import (
     SearchRecord,
     ended_run,
     epoch_metrics,

@@ -29,8 +29,8 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from search.experiment_folder import trial_rows
-from search.pareto import crowding_distances, nondominated_layers
+from search.place.experiment_folder import trial_rows
+from search.scheduling.pareto import crowding_distances, nondominated_layers
 
 EPOCH = "training_iteration"  # the trainable reports once per epoch
 

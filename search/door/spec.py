@@ -20,11 +20,11 @@ from ray.tune.search.sample import Domain
 
 from core.data import DATASETS
 from core.hparams import FAULT_KEY, HPARAMS, MODELS, PRECISIONS, HParam, suggest
-from search.domains import domain_problem, is_dimension, largest_value
+from search.door.domains import domain_problem, is_dimension, largest_value
 from search.errors import SpecError
 from trainables.metrics import METRICS
 
-# Promotion ASHA (search/promotion.py) by default; Ray's stopping ASHA; or no early stopping.
+# Promotion ASHA (search/scheduling/promotion.py) by default; Ray's stopping ASHA; or no early stopping.
 SCHEDULERS = ("asha", "asha_stopping", "fifo")
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -111,14 +111,14 @@ class SearchSpec:
     @property
     def experiment_path(self) -> Path:
         """The experiment folder on this machine (for S3 storage, its local copy)."""
-        from search.storage import local_root
+        from search.place.storage import local_root
 
         return local_root(self.settings["storage"]) / self.settings["name"]
 
     @property
     def experiment_uri(self) -> str:
         """Where Ray keeps the experiment folder: an s3:// URI, or the local folder's path."""
-        from search.storage import experiment_uri
+        from search.place.storage import experiment_uri
 
         return experiment_uri(self.settings["storage"], self.settings["name"])
 

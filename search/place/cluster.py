@@ -37,7 +37,7 @@ def check_shared_storage(storage: str | Path) -> str:
 
     The probe goes into the storage folder or, if it does not exist yet, its nearest existing
     parent (so a refused search leaves nothing behind), and is removed again."""
-    from search.storage import is_remote
+    from search.place.storage import is_remote
 
     nodes = alive_nodes()
     if is_remote(storage) or len(nodes) <= 1:
