@@ -63,10 +63,9 @@ class HParam:
         right = ")" if self.high_open else "]"
         return f"{left}{_num(self.low)}, {_num(self.high)}{right}"
 
-    def describe(self) -> str:
-        if self.choices is not None:
-            return " | ".join(str(c) for c in self.choices)
-        return f"{self.kind.__name__} in {self.range_text()}"
+    def take(self, value: Any) -> Any:
+        """A value that passed `check`, in the kind the table declares: 3000.0 of an int is 3000."""
+        return int(value) if self.kind is int and value is not None else value
 
 
 def _num(x: float) -> str:
@@ -142,6 +141,4 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         problem = HPARAMS[name].check(value)
         if problem:
             raise ValueError(f"{name}: {problem}")
-    for name in ("warmup_epochs", "batch_size", "seed"):
-        full[name] = int(full[name])
-    return full
+    return {name: HPARAMS[name].take(value) for name, value in full.items()}

@@ -230,12 +230,7 @@ def _check_settings(where: str, settings: dict[str, Any], default_name: str) -> 
             f"({full['max_epochs']}); set it to at most max_epochs"
         )
     _check_objectives(where, full, settings)
-    for key in ("num_samples", "max_epochs", "grace_period", "max_concurrent", "seed",
-                "max_failures"):
-        full[key] = int(full[key])
-    if full["image_size"] is not None:
-        full["image_size"] = int(full["image_size"])
-    return full
+    return {name: SETTINGS[name].take(value) for name, value in full.items()}
 
 
 def _check_objectives(where: str, full: dict[str, Any], given: dict[str, Any]) -> None:

@@ -137,3 +137,10 @@ def test_fault_key_is_allowed_but_not_returned():
 def test_every_default_passes_its_own_check():
     for h in HPARAMS.values():
         assert h.check(h.default) is None, h.name
+
+
+@pytest.mark.parametrize("name", [n for n, h in HPARAMS.items() if h.kind is int])
+def test_resolve_takes_a_whole_float_of_an_integer_hyperparameter_as_that_int(name):
+    # Every integer of the table alike, by its declared kind (no hand-written list of names).
+    full = resolve({name: 2.0})
+    assert full[name] == 2 and type(full[name]) is int

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from search.door.spec import SETTINGS
 from tests.search.conftest import refuse_space_file, space_file
 
 # (id, space file text or None for a missing file, extra CLI flags, fragments the error must name)
@@ -116,3 +117,35 @@ def test_the_first_objective_is_the_metric_of_early_stopping(tmp_path):
     same = build_spec(Path("s.py"), {"objectives": objectives, "metric": "latency_ms"},
                       {"lr": tune.uniform(0.1, 0.2)})
     assert same.metric == "latency_ms"  # saying it twice is no contradiction
+
+
+def _whole_float(h) -> float:
+    """A whole number inside the range of integer setting `h`, written as a float."""
+    low = h.low + 1 if h.low_open else h.low
+    return float(max(low, min(h.high, 2)))
+
+
+@pytest.mark.parametrize("name", [n for n, h in SETTINGS.items() if h.kind is int])
+def test_a_whole_float_of_an_integer_setting_is_taken_as_that_int(name):
+    # The rule, for every integer setting of the table alike: 3000.0 is 3000 (as num_samples 8.0
+    # always was); 2.5 is refused at the door (test_spec_properties).
+    from pathlib import Path
+
+    from ray import tune
+
+    from search.door.spec import build_spec
+
+    value = _whole_float(SETTINGS[name])
+    settings = {"max_epochs": 4} | {name: value}
+    spec = build_spec(Path("s.py"), settings, {"lr": tune.uniform(0.1, 0.2)})
+    assert spec.settings[name] == value and type(spec.settings[name]) is int
+
+
+def test_subset_as_a_float_reaches_the_search_as_an_int(workdir, capsys):
+    # subset 3000.0 once passed the door and failed in core/data.py's slice (exit 1).
+    from search.cli import main
+
+    (workdir / "s.py").write_text(space_file(
+        settings='{"dataset": "digits", "num_samples": 2, "max_epochs": 2, "subset": 3000.0}'))
+    assert main(["s.py", "--dry-run"]) == 0
+    assert "3000 training images" in capsys.readouterr().out
