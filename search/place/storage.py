@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
+from core.cache import cache_root
 from search.errors import SpecError
 
 REMOTE_SCHEMES = ("s3",)
@@ -43,10 +44,6 @@ def tune_storage_path(storage: str | Path) -> str:
 def experiment_uri(storage: str | Path, name: str) -> str:
     """Where Ray keeps the experiment `name`: s3://bucket/prefix/name, or an absolute local folder."""
     return f"{tune_storage_path(storage)}/{name}"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("TUNE_RUN_CACHE") or Path.home() / ".cache" / "tune-run")
 
 
 def local_root(storage: str | Path) -> Path:

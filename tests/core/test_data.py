@@ -117,6 +117,16 @@ def test_image_folder_cache_is_used(tmp_path):
     assert np.array_equal(first.test_y, second.test_y)
 
 
+def test_tune_run_cache_moves_the_image_cache(tmp_path, monkeypatch):
+    # The decoded images go where the S3 copies go (core/cache.py), not always to ~/.cache.
+    root = _write_folder(tmp_path / "images")
+    monkeypatch.setenv("TUNE_RUN_CACHE", str(tmp_path / "moved"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    load_dataset("imagefolder", str(root))
+    assert len(list((tmp_path / "moved").glob("images-*.npz"))) == 2
+    assert not (tmp_path / "home").exists()
+
+
 def test_missing_folder_names_where_it_looked(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(DataError, match="not found") as e:

@@ -160,3 +160,11 @@ def test_a_missing_bucket_is_one_line(s3_server, tmp_path):
         f"tune-run: error: --storage: s3://no-such-bucket/x: no bucket 'no-such-bucket' at "
         f"{s3_server.endpoint}; create it, or name one that exists")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.py"]
+
+
+def test_tune_run_cache_moves_the_local_copy_of_s3_storage(tmp_path, monkeypatch):
+    # The same cache folder as the decoded images (core/cache.py; tests/core/test_data.py).
+    from search.place.storage import local_root
+
+    monkeypatch.setenv("TUNE_RUN_CACHE", str(tmp_path / "moved"))
+    assert local_root("s3://bucket/team") == tmp_path / "moved" / "s3" / "bucket" / "team"
