@@ -95,10 +95,9 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
     run_checks(spec, address, create=False)  # tracking URI, storage, data, cluster address
     _fail_fast_over_http(spec.tracking_uri)
     quiet_outside_systems(verbose)
-    if data is None:
-        data = load_dataset(spec.dataset, spec.data_dir, spec.val_fraction, spec.subset, spec.seed,
-                            image_size=spec.image_size)
+    loading = None if data is not None else _load_data_while_ray_starts(spec)
     start_ray(address, verbose)
+    data = data if loading is None else loading.result()  # a bad image refuses here: nothing written
     trial_resources(spec)  # more GPUs per trial than the cluster has: refused before any record
     check_shared_storage(spec.storage)  # a local folder that other nodes cannot see: refused
     check_data_reachable(spec, data)  # a data set too big to ship: every node must read data_dir
@@ -132,6 +131,16 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
         stores.push(spec.storage, spec.name, DONE)
     _record_with_retries(spec, record, results.summary() if results else None, model)
     return Outcome(finished, results, resume_command(spec))
+
+
+def _load_data_while_ray_starts(spec: SearchSpec) -> Future:
+    """The data set, decoded in a thread: `ray.init` mostly waits for Ray's processes to come up,
+    and decoding (or reading the cache) takes seconds of its own."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tune-run data")
+    loading = pool.submit(load_dataset, spec.dataset, spec.data_dir, spec.val_fraction, spec.subset,
+                          spec.seed, image_size=spec.image_size)
+    pool.shutdown(wait=False)
+    return loading
 
 
 def _open_record(spec: SearchSpec) -> Future:

@@ -53,8 +53,10 @@ def requirements() -> list[str]:
 
 
 def save_model(path: str, mlflow_model, classifier: Classifier,
-               serialization_format: str = SERIALIZATION_FORMAT) -> None:
-    """Saves `classifier` to `path` with both flavours (MLflow's flavour contract)."""
+               serialization_format: str = SERIALIZATION_FORMAT,
+               validate_serving_input: bool = True) -> None:
+    """Saves `classifier` to `path` with both flavours (MLflow's flavour contract).
+    `validate_serving_input` is `Model.log`'s own option, handed on to every flavour; unused here."""
     import mlflow.pytorch
     from mlflow import pyfunc
 
