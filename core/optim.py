@@ -11,16 +11,19 @@ from collections.abc import Iterable
 import torch
 from torch.optim import lr_scheduler
 
+from core.hparams import HPARAMS, OPTIMIZERS, SCHEDULES
+
 
 def make_optimizer(
     name: str,
     params: Iterable[torch.nn.Parameter],
     lr: float,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    nesterov: bool = False,
+    momentum: float = HPARAMS["momentum"].default,
+    weight_decay: float = HPARAMS["weight_decay"].default,
+    nesterov: bool = HPARAMS["nesterov"].default,
 ) -> torch.optim.Optimizer:
-    """`momentum` is the momentum of sgd and rmsprop and beta1 of adam and adamw."""
+    """`momentum` is the momentum of sgd and rmsprop and beta1 of adam and adamw; the defaults are
+    the table's (core/hparams.py)."""
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
                                nesterov=nesterov and momentum > 0)
@@ -34,7 +37,7 @@ def make_optimizer(
         return torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay)
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    raise ValueError(f"optimizer {name!r}: expected sgd, adam, adamw, adagrad, adadelta or rmsprop")
+    raise ValueError(f"optimizer {name!r}: expected one of {', '.join(OPTIMIZERS)}")
 
 
 def make_schedule(
@@ -42,7 +45,7 @@ def make_schedule(
     optimizer: torch.optim.Optimizer,
     epochs: int,
     steps_per_epoch: int,
-    warmup_epochs: int = 0,
+    warmup_epochs: int = HPARAMS["warmup_epochs"].default,
 ) -> lr_scheduler.LRScheduler:
     """The schedule over `epochs`, after a linear warm-up from lr/10 (onecycle has its own warm-up)."""
     total = max(1, epochs * steps_per_epoch)
@@ -71,6 +74,4 @@ def _main_schedule(name: str, optimizer: torch.optim.Optimizer, steps: int):
         return lr_scheduler.ExponentialLR(optimizer, gamma=0.01 ** (1.0 / steps))
     if name == "cosine":
         return lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    raise ValueError(
-        f"schedule {name!r}: expected constant, step, multistep, exponential, cosine or onecycle"
-    )
+    raise ValueError(f"schedule {name!r}: expected one of {', '.join(SCHEDULES)}")

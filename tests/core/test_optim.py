@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 
 import pytest
 import torch
 
-from core.hparams import OPTIMIZERS, SCHEDULES
+from core.hparams import HPARAMS, OPTIMIZERS, SCHEDULES
 from core.optim import make_optimizer, make_schedule
 
 EXPECTED_CLASS = {
@@ -57,6 +58,19 @@ def test_sgd_nesterov_needs_momentum():
     assert opt.param_groups[0]["nesterov"] is False
     opt = make_optimizer("sgd", _params(), lr=0.1, momentum=0.9, nesterov=False)
     assert opt.param_groups[0]["nesterov"] is False
+
+
+@pytest.mark.parametrize("factory", [make_optimizer, make_schedule])
+def test_defaults_are_the_tables(factory):
+    # A caller that leaves weight_decay out gets the table's 5e-4, not a second default (was 0.0).
+    defaults = {name: p.default for name, p in inspect.signature(factory).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    assert defaults and defaults == {name: HPARAMS[name].default for name in defaults}
+
+
+def test_a_default_optimizer_decays_weights_as_the_table_says():
+    group = make_optimizer("sgd", _params(), lr=0.1).param_groups[0]
+    assert group["weight_decay"] == HPARAMS["weight_decay"].default == 5e-4
 
 
 def test_unknown_optimizer_lists_choices():

@@ -35,7 +35,7 @@ def _setup(epochs, batch_size=16, n=64, **model_options):
     x, y = _brightness_problem(n)
     model = ResNet18(num_classes=2, in_channels=1, width=0.0625, **model_options)
     augment = BatchAugment((0.5,), (0.3,), padding=1, hflip=True)
-    optimizer = make_optimizer("sgd", model.parameters(), lr=0.05, momentum=0.9)
+    optimizer = make_optimizer("sgd", model.parameters(), lr=0.05, momentum=0.9, weight_decay=0.0)
     schedule = make_schedule("cosine", optimizer, epochs, steps_per_epoch(n, batch_size))
     return model, x, y, augment, optimizer, schedule
 
