@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.cache import cache_root
 from core.images import ImageError, fit_array, read_image
 
 DATASETS = ("cifar10", "imagefolder", "digits")
@@ -64,7 +65,8 @@ def load_dataset(
     `subset` keeps that many train images (before the split, class-balanced by random choice) and a
     proportional share of the test images, for CPU-sized runs. `image_size` resizes every image once,
     as it is decoded (shorter side, then a centre crop: core/images.py); None keeps the data's own
-    size, which all images must then share.
+    size, which all images must then share. Decoded images are cached in `cache_dir`, by default
+    the cache folder (core/cache.py).
     """
     if name == "digits":
         x, y, classes = _digits()
@@ -198,7 +200,7 @@ def _decode_cached(files: list[tuple[str, int]], cache_dir: str | None, image_si
     again."""
     identity = [f"{f}\t{s.st_size}\t{s.st_mtime_ns}" for f, _ in files for s in [os.stat(f)]]
     key = hashlib.sha1("\n".join([f"image_size={image_size}", *identity]).encode()).hexdigest()[:16]
-    cache = Path(cache_dir or Path.home() / ".cache" / "tune-run") / f"images-{key}.npz"
+    cache = Path(cache_dir or cache_root()) / f"images-{key}.npz"
     if cache.exists():
         with np.load(cache) as z:
             return z["x"], z["y"]
