@@ -24,13 +24,13 @@ from typing import Any
 from search.door.domains import describe as describe_domain
 from search.door.domains import is_grid
 from search.errors import SpecError
+from search.record import DEFAULT_TRACKING_URI, resolve_tracking_uri
 from search.redact import first_line, redact, redact_text
 from search.door.spec import SETTINGS, SearchSpec, load_spec
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default
 
 # Flags that override a space file's settings, by setting name.
 OVERRIDE_FLAGS = ("name", "num_samples", "max_epochs", "search", "gpus_per_trial", "cpus_per_trial",
@@ -301,7 +301,7 @@ def ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
 def _ui(args: argparse.Namespace) -> int:
     import subprocess
 
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
         print(f"{redact(uri)} is a tracking server: it serves the MLflow UI itself; open it there")
         return 0
@@ -361,7 +361,7 @@ def _print_results(spec: SearchSpec, results) -> None:
           + (f": {results.why}" if results.front else "") + f"): {results.best_config}")
     print(f"{spec.metric} = {results.best_value:.4f}; on the test split: accuracy "
           f"{results.test_acc:.4f}, loss {results.test_loss:.4f}")
-    print(f"Review it: tune-run ui --tracking-uri {redact(spec.tracking_uri or DEFAULT_TRACKING_URI)}")
+    print(f"Review it: tune-run ui --tracking-uri {redact(resolve_tracking_uri(spec.tracking_uri))}")
 
 
 def describe(spec: SearchSpec, samples: int = 3) -> str:
@@ -405,7 +405,7 @@ def describe(spec: SearchSpec, samples: int = 3) -> str:
                  + (f", at most {s['max_concurrent']} at once" if s["max_concurrent"] else ""))
     lines.append(f"  trial budget: {s['num_samples']} trials x up to {s['max_epochs']} epochs")
     lines.append(f"  results: {spec.experiment_path}; MLflow experiment {s['experiment']!r} at "
-                 f"{redact(s['tracking_uri']) or 'the MLflow default (sqlite:///mlflow.db)'}")
+                 f"{redact(s['tracking_uri']) or f'the MLflow default ({DEFAULT_TRACKING_URI})'}")
     lines.append("  sampled configurations:")
     for i in range(samples):
         config = {k: _sample(spec.space[k], i) for k in spec.dimensions}

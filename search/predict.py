@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from core.images import ImageError, fit, open_image
 from search.errors import SpecError
+from search.record import resolve_tracking_uri
 from search.redact import redact
 from search.report.results import MODEL_NAME
 from search.door.spec import SearchSpec
@@ -28,7 +29,7 @@ def predict_files(spec: SearchSpec, files: list[str],
     if record is None or not record.has_tag("tune_run.best_model", MODEL_NAME):
         raise SpecError(
             f"search {spec.name!r} has no best model in MLflow store "
-            f"{redact(record.tracking_uri if record else spec.tracking_uri or 'sqlite:///mlflow.db')}: "
+            f"{redact(record.tracking_uri if record else resolve_tracking_uri(spec.tracking_uri))}: "
             "it has not finished, or it was recorded elsewhere (give --tracking-uri)")
     try:
         images = [open_image(f) for f in files]

@@ -22,6 +22,7 @@ from core.data import DATASETS
 from core.hparams import FAULT_KEY, HPARAMS, MODELS, PRECISIONS, HParam, suggest
 from search.door.domains import domain_problem, is_dimension, largest_value
 from search.errors import SpecError
+from search.record import DEFAULT_TRACKING_URI
 from trainables.metrics import METRICS
 
 # Promotion ASHA (search/scheduling/promotion.py) by default; Ray's stopping ASHA; or no early stopping.
@@ -80,7 +81,8 @@ SETTINGS: dict[str, HParam] = {h.name: h for h in (
            low=0, high=1000),
     HParam("storage", "tune-results", "folder of Ray Tune's experiment folders, or "
            "s3://bucket/prefix (endpoint and credentials from the AWS_* variables)", kind=str),
-    HParam("tracking_uri", None, "MLflow tracking URI (default: MLFLOW_TRACKING_URI or mlflow.db)",
+    HParam("tracking_uri", None, "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else "
+           f"{DEFAULT_TRACKING_URI})",
            kind=str, optional=True),
     HParam("experiment", "tune-run", "MLflow experiment holding the search's parent run", kind=str),
     HParam("compile", False, "torch.compile the model on GPUs", choices=(False, True)),

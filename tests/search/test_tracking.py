@@ -80,3 +80,19 @@ def test_a_record_that_failed_to_open_is_opened_again_by_the_callback(record):
     assert callback.lost == 0 and callback.record is not record
     assert callback.record.parent_id == record.parent_id  # the same search's parent run
     assert callback.record.opened("t_00008")
+
+
+def test_the_default_store_is_the_one_that_ui_and_the_messages_name(tmp_path, monkeypatch):
+    # One default (search/record/__init__.py): MLflow's own, and kept even where ./mlruns exists
+    # (where MLflow itself would fall back to that folder, which no message of tune-run names).
+    from mlflow.store.tracking import DEFAULT_TRACKING_URI as MLFLOWS
+
+    from search.record import DEFAULT_TRACKING_URI
+
+    assert DEFAULT_TRACKING_URI == MLFLOWS
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "mlruns" / "0").mkdir(parents=True)
+    (tmp_path / "mlruns" / "0" / "meta.yaml").write_text("name: Default\n")
+    record = SearchRecord(None, "records", str(tmp_path / "results" / "s"), "s")
+    assert record.tracking_uri == DEFAULT_TRACKING_URI and (tmp_path / "mlflow.db").is_file()
