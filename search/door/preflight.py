@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from search.errors import SpecError
+from search.record import DEFAULT_TRACKING_URI
 from search.redact import redact
 from search.door.spec import SearchSpec
 
@@ -51,7 +52,7 @@ def check_tracking_uri(uri: str | None) -> Check:
     from search.record.tracking import TrackingUnreachable, check_reachable
 
     if not uri:
-        return Check("tracking", "MLflow's default store, sqlite:///mlflow.db in this folder")
+        return Check("tracking", f"MLflow's default store, {DEFAULT_TRACKING_URI} in this folder")
     scheme = urlparse(uri).scheme.split("+")[0].lower()
     if len(scheme) == 1:  # a Windows drive letter, not a scheme
         scheme = ""
@@ -80,7 +81,7 @@ def _check_sqlite(uri: str) -> str:
     if path.startswith("/"):
         path = path[1:]  # sqlite:///relative.db and sqlite:////absolute.db
     if not path or path == ":memory:":
-        raise SpecError(f"--tracking-uri: {uri}: name a database file, e.g. sqlite:///mlflow.db")
+        raise SpecError(f"--tracking-uri: {uri}: name a database file, e.g. {DEFAULT_TRACKING_URI}")
     db = Path(path)
     if db.exists() and not db.is_file():
         raise SpecError(f"--tracking-uri: {uri}: {db} is not a file")

@@ -21,6 +21,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from core.hparams import FAULT_KEY, resolve
+from search.record import resolve_tracking_uri
 from search.redact import first_line, redact
 from trainables.metrics import METRICS
 
@@ -58,7 +59,7 @@ class SearchRecord:
 
         # MLflow prints a run's URL, credentials included, when the run ends: never here.
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-        self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.client = MlflowClient(self.tracking_uri)
         self.search_key, self.name = search_key, name
         found = self.client.get_experiment_by_name(experiment)
@@ -190,7 +191,7 @@ class SearchRecord:
         a SQLite file)."""
         import mlflow
 
-        uri = tracking_uri or mlflow.get_tracking_uri()
+        uri = resolve_tracking_uri(tracking_uri)
         if uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
             return None
         client = MlflowClient(uri)
