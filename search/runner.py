@@ -174,19 +174,17 @@ def _new_record(spec: SearchSpec) -> SearchRecord:
 @contextmanager
 def _driving(spec: SearchSpec):
     """Marks the search as driven by this process while the block runs (`tune-run ls`, from any
-    machine), renewing the mark every HEARTBEAT_S; the mark goes when the block ends."""
-    def mark() -> None:
-        experiment_folder.mark_running(spec.experiment_path)
-        stores.push(spec.storage, spec.name, DRIVER)
+    machine), renewing the mark every HEARTBEAT_S; the mark goes when the block ends, for good."""
+    mark = _DriverMark(spec)
+    mark.write()
 
     def renew() -> None:
         while not stop.wait(experiment_folder.HEARTBEAT_S):
             try:
-                mark()
+                mark.write()
             except Exception:  # a bucket away for a while: the next beat tries again
                 pass
 
-    mark()
     stop = threading.Event()
     beats = threading.Thread(target=renew, name="tune-run driver mark", daemon=True)
     beats.start()
@@ -194,9 +192,31 @@ def _driving(spec: SearchSpec):
         yield
     finally:
         stop.set()
-        beats.join(timeout=30)
-        experiment_folder.mark_stopped(spec.experiment_path)
-        stores.remove(spec.storage, spec.name, DRIVER)
+        mark.remove()
+
+
+class _DriverMark:
+    """The driver's mark, here and in the bucket. Written and removed under one lock, and never
+    written once removed: a beat under way when the search ends (a slow bucket) finishes before the
+    removal, and a later one writes nothing, so no search shows as running after its driver ended."""
+
+    def __init__(self, spec: SearchSpec):
+        self._spec = spec
+        self._lock = threading.Lock()
+        self._removed = False
+
+    def write(self) -> None:
+        with self._lock:
+            if self._removed:
+                return
+            experiment_folder.mark_running(self._spec.experiment_path)
+            stores.push(self._spec.storage, self._spec.name, DRIVER)
+
+    def remove(self) -> None:
+        with self._lock:
+            self._removed = True
+            experiment_folder.mark_stopped(self._spec.experiment_path)
+            stores.remove(self._spec.storage, self._spec.name, DRIVER)
 
 
 def _record_with_retries(spec: SearchSpec, record: SearchRecord, summary: dict | None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -63,3 +64,67 @@ def test_the_driver_renews_its_mark_while_the_search_runs_and_removes_it_after(t
         assert json.loads(mark.read_text())["beat"] > first  # renewed
         assert json.loads(mark.read_text())["pid"] == os.getpid()
     assert not mark.exists()
+
+
+class _Bucket:
+    """The bucket's copy of the driver's mark, as push and remove leave it, in order."""
+
+    def __init__(self, monkeypatch, slow_beat_s: float = 0.0):
+        from search.place import storage
+
+        self.mark: str | None = None
+        self.landings: list[str] = []  # "beat" or "removed", in the order they reached it
+        self.beat_under_way = threading.Event()
+        self.slow_beat_s = slow_beat_s
+        monkeypatch.setattr(storage, "push", self.push)
+        monkeypatch.setattr(storage, "remove", self.remove)
+
+    def push(self, storage, name, relative):
+        from search.place.experiment_folder import DRIVER
+
+        assert relative == DRIVER
+        text = (Path(storage) / name / relative).read_text()  # read when the upload starts
+        if threading.current_thread().name == "tune-run driver mark":
+            self.beat_under_way.set()
+            time.sleep(self.slow_beat_s)  # a slow bucket: the upload lands this much later
+        self.mark = text
+        self.landings.append("beat")
+
+    def remove(self, storage, name, relative):
+        self.mark = None
+        self.landings.append("removed")
+
+
+def test_a_beat_under_way_when_the_search_ends_lands_before_the_mark_is_removed(tmp_path,
+                                                                              monkeypatch):
+    # The heartbeat's last upload used to land after the removal when it outlasted the driver's
+    # wait for it (a slow bucket), leaving the search shown as running: the removal now waits for
+    # it, whatever it takes.
+    from search.place import experiment_folder as folder
+    from search.runner import _driving
+
+    monkeypatch.setattr(folder, "HEARTBEAT_S", 0.05)
+    bucket = _Bucket(monkeypatch, slow_beat_s=0.5)
+    spec = build_spec(tmp_path / "space.py", {"dataset": "digits", "storage": str(tmp_path)},
+                      {"lr": tune.uniform(0.01, 0.1)})
+    with _driving(spec):
+        assert bucket.beat_under_way.wait(10)  # the search ends while a beat uploads
+    time.sleep(3 * folder.HEARTBEAT_S + bucket.slow_beat_s)  # any beat still to come has come
+    assert bucket.mark is None and bucket.landings[-1] == "removed", bucket.landings
+    assert bucket.landings.count("removed") == 1
+    assert not (spec.experiment_path / folder.DRIVER).exists()
+
+
+def test_a_beat_after_the_mark_was_removed_writes_nothing(tmp_path, monkeypatch):
+    from search.place import experiment_folder as folder
+    from search.runner import _DriverMark
+
+    bucket = _Bucket(monkeypatch)
+    spec = build_spec(tmp_path / "space.py", {"dataset": "digits", "storage": str(tmp_path)},
+                      {"lr": tune.uniform(0.01, 0.1)})
+    mark = _DriverMark(spec)
+    mark.write()
+    mark.remove()
+    mark.write()  # the heartbeat's late beat
+    assert bucket.landings == ["beat", "removed"]
+    assert not (spec.experiment_path / folder.DRIVER).exists()
