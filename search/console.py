@@ -27,6 +27,7 @@ from ray.tune.experiment import Trial
 
 from search.place.experiment_folder import error_log
 from search.record.tracking import ended_run, errored_run, run_name
+from trainables.metrics import EPOCH
 
 NOISY_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.data", "mlflow", "alembic", "optuna")
 # Where Ray Tune logs a trial's failure (with its traceback) and the list of failed trials at the
@@ -133,7 +134,7 @@ class SearchConsole(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict,
                         **info) -> None:
-        epoch = int(result.get("training_iteration", 0))
+        epoch = int(result.get(EPOCH, 0))
         key = (trial.trial_id, epoch)
         if key in self._reported:
             self._tell_decisions()
@@ -159,7 +160,7 @@ class SearchConsole(Callback):
         self._running.pop(trial.trial_id, None)
         last = trial.last_result or {}
         status, tags = ended_run(last, self.max_epochs, self.rungs)
-        epoch = int(last.get("training_iteration", 0))
+        epoch = int(last.get(EPOCH, 0))
         how = tags["tune_run.status"]
         ended = self._ended_decision(trial.trial_id)
         if how == "diverged":
@@ -333,7 +334,7 @@ class _LiveView:
         for column in ("trial", "epoch", c.metric, *c.also, "img/s", "config"):
             table.add_column(column)
         for trial_id, result in sorted(c._running.items()):
-            table.add_row(trial_label(trial_id), str(result.get("training_iteration", "-")),
+            table.add_row(trial_label(trial_id), str(result.get(EPOCH, "-")),
                           _num(result.get(c.metric)), *(_num(result.get(m)) for m in c.also),
                           f"{result.get('images_per_s', 0):.0f}", c._about.get(trial_id, ""))
         parts = [self.progress, table]

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainables.metrics import EPOCH
+
 RESULT_FILE = "result.json"
 SAVED_SPACE = "space"  # folder of the space file's copy
 SAVED_SETTINGS = "tune_run.json"  # the resolved settings, for `--resume NAME`
@@ -53,7 +55,7 @@ def _rows(text: str) -> list[dict]:
     for line in text.splitlines():
         if line.strip():
             row = json.loads(line)
-            rows.setdefault(int(row["training_iteration"]), row)
+            rows.setdefault(int(row[EPOCH]), row)
     return [rows[step] for step in sorted(rows)]
 
 def merged_result_text(older: str, newer: str) -> str:

@@ -23,7 +23,7 @@ from ray.tune.experiment import Trial
 from core.hparams import FAULT_KEY, resolve
 from search.record import resolve_tracking_uri
 from search.redact import first_line, redact
-from trainables.metrics import METRICS
+from trainables.metrics import EPOCH, METRICS
 
 SEARCH_KEY = "tune_run.search_key"  # the experiment folder's absolute path
 TRIAL_ID = "tune_run.trial_id"
@@ -374,7 +374,7 @@ class MlflowTracking(Callback):
         tags = {f"tune_run.{key}": str(result[key]) for key in RUN_FACTS if key in result} or None
         timestamp = int(result.get("timestamp", time.time()) * 1000)
         run_id = self._run(trial)
-        self.record.log_epoch(run_id, int(result["training_iteration"]), metrics, timestamp, tags)
+        self.record.log_epoch(run_id, int(result[EPOCH]), metrics, timestamp, tags)
 
     @_tolerant
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info) -> None:
@@ -405,7 +405,7 @@ def ended_run(last: dict[str, Any], max_epochs: int,
               rungs: tuple[int, ...] = ()) -> tuple[str, dict[str, str]]:
     """MLflow status and tags of a trial that ended (Ray's TERMINATED), from its last result;
     `rungs` are ASHA's milestone epochs, to name the rung a trial stopped at."""
-    epochs = int(last.get("training_iteration", 0))
+    epochs = int(last.get(EPOCH, 0))
     tags = {"tune_run.epochs": str(epochs)}
     if last.get("diverged"):
         return "FAILED", tags | {"tune_run.status": "diverged", "tune_run.failure":

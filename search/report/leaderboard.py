@@ -26,6 +26,7 @@ from search.errors import SpecError
 from search.scheduling.pareto import front_table, pareto_rows, rung_objectives, spec_objectives, write_front
 from search.door.spec import SearchSpec
 from search.record.tracking import SearchRecord, ended_run
+from trainables.metrics import EPOCH
 
 REPORT_DIR = "report"  # in the experiment folder, and the artifact folder of the parent run
 # Trials that ran to their own end (ASHA's stop included); only these inform the importance.
@@ -107,9 +108,9 @@ def leaderboard_rows(spec: SearchSpec, histories: list[tuple[Trial, list[dict]]]
         rows.append({
             "trial": trial.trial_id,
             "status": _status(trial, history, spec.max_epochs),
-            "epochs": int(history[-1]["training_iteration"]) if history else 0,
+            "epochs": int(history[-1][EPOCH]) if history else 0,
             spec.metric: float(best[spec.metric]) if best else None,
-            "best_epoch": int(best["training_iteration"]) if best else None,
+            "best_epoch": int(best[EPOCH]) if best else None,
             "final_val_loss": _float(history[-1].get("val_loss")) if history else None,
             **{k: trial.config.get(k) for k in spec.dimensions},
         })
@@ -280,8 +281,8 @@ def rung_book(spec: SearchSpec, histories: list[tuple[Trial, list[dict]]]):
                   tuple(mode for _, mode in also))
     for trial, history in histories:
         for row in history:
-            if int(row["training_iteration"]) in rungs.milestones:
-                rungs.record(trial.trial_id, int(row["training_iteration"]), row.get(spec.metric),
+            if int(row[EPOCH]) in rungs.milestones:
+                rungs.record(trial.trial_id, int(row[EPOCH]), row.get(spec.metric),
                              tuple(row.get(metric) for metric, _ in also))
     return rungs
 
@@ -300,12 +301,12 @@ def trial_description(spec: SearchSpec, trial: Trial, history: list[dict],
 
     status = _status(trial, history, spec.max_epochs)
     last = history[-1] if history else {}
-    epochs = int(last.get("training_iteration", 0))
+    epochs = int(last.get(EPOCH, 0))
     scored = [h for h in history if _finite(h.get(spec.metric))]
     pick = max if spec.mode == "max" else min
     best = pick(scored, key=lambda h: h[spec.metric]) if scored else None
     best_text = (f" Its best {spec.metric} was {best[spec.metric]:.4g} at epoch "
-                 f"{best['training_iteration']}." if best else "")
+                 f"{best[EPOCH]}." if best else "")
     if status == "completed":
         return f"**Completed** all {epochs} epochs.{best_text}"
     if status == "diverged":
@@ -422,7 +423,7 @@ def _plot_learning_curves(spec: SearchSpec, rows: list[dict[str, Any]],
                           histories: list[tuple[Trial, list[dict]]], path: Path) -> Path:
     fig, ax = _figure()
     status = {r["trial"]: r["status"] for r in rows}
-    curves = {t.trial_id: [(h["training_iteration"], h[spec.metric]) for h in history
+    curves = {t.trial_id: [(h[EPOCH], h[spec.metric]) for h in history
                            if _finite(h.get(spec.metric))] for t, history in histories}
     for style in STYLE.values():
         mine = [c for trial_id, c in curves.items() if c and _style(status[trial_id]) is style]

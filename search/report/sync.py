@@ -17,6 +17,7 @@ from search.record.tracking import (
     run_name,
     trial_params,
 )
+from trainables.metrics import EPOCH
 
 
 def sync_trials(spec: SearchSpec, record: SearchRecord, finished: bool) -> int:
@@ -31,7 +32,7 @@ def sync_trials(spec: SearchSpec, record: SearchRecord, finished: bool) -> int:
                               trial_params(trial.config))
         rows = result_rows(trial.path)
         for row in rows:
-            record.log_epoch(run_id, int(row["training_iteration"]), epoch_metrics(row),
+            record.log_epoch(run_id, int(row[EPOCH]), epoch_metrics(row),
                              int(row.get("timestamp", 0) * 1000))
         if trial.status == Trial.TERMINATED:
             record.finish(run_id, *ended_run(rows[-1] if rows else {}, spec.max_epochs, spec_rungs(spec)))

@@ -23,7 +23,8 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.sample import Categorical, Domain
 
-EPOCH = "training_iteration"
+from trainables.metrics import EPOCH
+
 # A child run's tune_run.pareto tag, and how pareto.png draws each kind of trial.
 ON_FRONT, DOMINATED, EARLY, NO_VALUE = "on-front", "dominated", "stopped-early", "no-value"
 

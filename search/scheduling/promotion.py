@@ -31,8 +31,7 @@ from ray.tune.search import ConcurrencyLimiter
 
 from search.place.experiment_folder import trial_rows
 from search.scheduling.pareto import crowding_distances, nondominated_layers
-
-EPOCH = "training_iteration"  # the trainable reports once per epoch
+from trainables.metrics import EPOCH
 
 
 def rung_milestones(grace_period: int, reduction_factor: float, max_epochs: int) -> list[int]:

@@ -20,6 +20,7 @@ from search.door.spec import SearchSpec
 from search.place.result_log import WholeResultLog
 from search.place.storage import is_remote, tune_storage_path
 from trainables.classifier import TrialSettings, train_classifier
+from trainables.metrics import EPOCH
 
 
 def start_ray(address: str | None, verbose: bool = False):
@@ -78,7 +79,7 @@ def make_scheduler(spec: SearchSpec):
                              max_concurrent=spec.max_concurrent or cluster_slots(spec),
                              also=rung_objectives(spec))
     # Ray's stopping form. Epochs are the time unit: the trainable reports once per epoch.
-    return ASHAScheduler(time_attr="training_iteration", max_t=spec.max_epochs,
+    return ASHAScheduler(time_attr=EPOCH, max_t=spec.max_epochs,
                          grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
 
 
