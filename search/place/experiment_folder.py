@@ -65,13 +65,13 @@ def merged_result_text(older: str, newer: str) -> str:
     partial line (a copy taken while the line was written) is left out: the other copy has it."""
     every = dict.fromkeys((*older.splitlines(), *newer.splitlines()))  # once each, in order
     lines = [line for line in every if line.strip() and _whole_row(line)]
-    lines.sort(key=lambda line: int(json.loads(line)["training_iteration"]))  # stable
+    lines.sort(key=lambda line: int(json.loads(line)[EPOCH]))  # stable
     return "".join(f"{line}\n" for line in lines)
 
 
 def _whole_row(line: str) -> bool:
     try:
-        return "training_iteration" in json.loads(line)
+        return EPOCH in json.loads(line)
     except ValueError:
         return False
 
