@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from search.door.domains import describe as describe_domain
-from search.door.domains import is_grid
+from search.door.domains import domain_choices, is_grid
 from search.errors import SpecError
 from search.record import DEFAULT_TRACKING_URI, resolve_tracking_uri
 from search.redact import first_line, redact, redact_text
@@ -417,7 +417,7 @@ def _sample(value: Any, i: int) -> Any:
     import numpy as np
 
     if is_grid(value):
-        grid = value["grid_search"]
+        grid = domain_choices(value)
         return grid[i % len(grid)]
     sampled = value.sample(random_state=np.random.default_rng(i))
     return sampled.item() if hasattr(sampled, "item") else sampled

@@ -14,6 +14,7 @@ SOURCES = {
     '"training_iteration"': "trainables/metrics.py",  # EPOCH
     "sqlite:///mlflow.db": "search/record/__init__.py",  # DEFAULT_TRACKING_URI
     '".cache"': "core/cache.py",  # cache_root
+    '"grid_search"': "search/door/domains.py",  # is_grid, domain_choices
 }
 
 

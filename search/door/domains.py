@@ -49,7 +49,15 @@ class ValueSet:
 
 
 def is_grid(value: Any) -> bool:
+    """Whether `value` is a tune.grid_search (a dict {"grid_search": [...]}): the one test of it."""
     return isinstance(value, dict) and set(value) == {"grid_search"}
+
+
+def domain_choices(value: Any) -> list | None:
+    """The values a tune.choice or a tune.grid_search can take; None for any other value."""
+    if is_grid(value):
+        return list(value["grid_search"])
+    return list(value.categories) if isinstance(value, Categorical) else None
 
 
 def is_dimension(value: Any) -> bool:
@@ -184,11 +192,9 @@ def _as_python(samples: Any) -> list:
 
 def largest_value(value: Any) -> float | None:
     """The largest value a numeric domain, grid or fixed number can take (None if not numeric)."""
-    if is_grid(value):
-        numbers = [v for v in value["grid_search"] if isinstance(v, (int, float))]
-        return max(numbers) if numbers else None
-    if isinstance(value, Categorical):
-        numbers = [v for v in value.categories if isinstance(v, (int, float))]
+    choices = domain_choices(value)
+    if choices is not None:
+        numbers = [v for v in choices if isinstance(v, (int, float))]
         return max(numbers) if numbers else None
     if isinstance(value, (Float, Integer)):
         values = value_set(value)

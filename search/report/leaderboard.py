@@ -18,10 +18,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from ray.tune.experiment import Trial
-from ray.tune.search.sample import Categorical, Float, Integer
+from ray.tune.search.sample import Float, Integer
 
 from search.place import experiment_folder
-from search.door.domains import is_log, value_set
+from search.door.domains import domain_choices, is_log, value_set
 from search.errors import SpecError
 from search.scheduling.pareto import front_table, pareto_rows, rung_objectives, spec_objectives, write_front
 from search.door.spec import SearchSpec
@@ -179,7 +179,7 @@ def hparam_importance(dimensions: dict[str, Any], mode: str,
                       trials: list[tuple[dict[str, Any], float]]) -> dict[str, Any]:
     """fANOVA importance of each searched hyperparameter for the trials' scores.
 
-    `dimensions` maps names to Ray Tune domains (or {"grid_search": [...]}); `trials` are
+    `dimensions` maps names to Ray Tune domains (tune.grid_search too); `trials` are
     (hyperparameters, score) pairs. Returns {"method", "trials", "importances": {name: share},
     "not_used": {name: why}}, importances summing to 1, most important first; or {"trials",
     "note"} when there is too little to go on (fewer than 2 trials, no hyperparameter with two
@@ -227,11 +227,11 @@ def _distribution(domain: Any, observed: list[Any]):
 
     if any(v is None for v in observed):
         return "some trials have no value"
-    if isinstance(domain, (Categorical, dict)):
-        choices = domain.categories if isinstance(domain, Categorical) else domain["grid_search"]
+    choices = domain_choices(domain)
+    if choices is not None:
         if not all(c is None or isinstance(c, (bool, int, float, str)) for c in choices):
             return "categories other than None, bool, int, float or str"
-        return CategoricalDistribution(list(choices))
+        return CategoricalDistribution(choices)
     if isinstance(domain, (Float, Integer)):
         values = value_set(domain)
         bounds = [] if values is None else [values.low, values.high]
@@ -477,13 +477,10 @@ def _axis_kind(domain: Any, values: list[Any]) -> tuple[str, list[Any]]:
     """'log', 'linear' or 'categorical', and the categories in their order."""
     if isinstance(domain, (Float, Integer)):
         return ("log" if is_log(domain) else "linear"), []
-    if isinstance(domain, Categorical):
-        categories = list(domain.categories)
-    elif isinstance(domain, dict):
-        categories = list(domain["grid_search"])
-    elif values and all(_finite(v) for v in values):  # tune.sample_from returning numbers
+    categories = domain_choices(domain)
+    if categories is None and values and all(_finite(v) for v in values):  # sample_from numbers
         return "linear", []
-    else:
+    if categories is None:
         categories = sorted({repr(v): v for v in values}.values(), key=str)
     for v in values:
         if _position(v, categories) < 0:

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
-from ray.tune.search.sample import Categorical, Domain
+from ray.tune.search.sample import Domain
 
+from search.door.domains import domain_choices
 from trainables.metrics import EPOCH
 
 # A child run's tune_run.pareto tag, and how pareto.png draws each kind of trial.
@@ -63,10 +64,9 @@ def judged_on_last_epoch(spec) -> bool:
 
 def _may_be(value: Any, wanted: Any) -> bool:
     """Whether a space entry (a fixed value, a choice, a grid) can take the value `wanted`."""
-    if isinstance(value, Categorical):
-        return wanted in value.categories
-    if isinstance(value, dict) and "grid_search" in value:
-        return wanted in value["grid_search"]
+    choices = domain_choices(value)
+    if choices is not None:
+        return wanted in choices
     return value == wanted or isinstance(value, Domain)  # a sample_from: it may
 
 

@@ -6,7 +6,15 @@ import pytest
 from ray import tune
 
 from core.hparams import HPARAMS, HParam
-from search.door.domains import ValueSet, describe, domain_problem, largest_value, value_set
+from search.door.domains import (
+    ValueSet,
+    describe,
+    domain_choices,
+    domain_problem,
+    is_grid,
+    largest_value,
+    value_set,
+)
 from tests.search.conftest import refuse_space_file, space_file
 
 # A float range [0, 1) and an integer range [1, 10], as the table declares ranges.
@@ -147,3 +155,12 @@ BAD_DOMAINS = [
 @pytest.mark.parametrize("case_id,text,flags,fragments", BAD_DOMAINS, ids=[c[0] for c in BAD_DOMAINS])
 def test_bad_domain_in_a_space_file_is_refused(case_id, text, flags, fragments, workdir, capsys):
     refuse_space_file(text, flags, fragments, workdir, capsys)
+
+
+def test_a_grid_and_a_choice_have_choices_and_nothing_else_does():
+    # One test of a grid (is_grid) for the door, the --dry-run samples, the objectives and the report.
+    assert is_grid(tune.grid_search([1, 2])) and not is_grid({"grid_search": [1], "x": 2})
+    assert domain_choices(tune.grid_search(["sgd", "adamw"])) == ["sgd", "adamw"]
+    assert domain_choices(tune.choice([0.1, 0.2])) == [0.1, 0.2]
+    for other in (tune.uniform(0, 1), 0.1, "sgd", {"grid_search": [1], "x": 2}):
+        assert domain_choices(other) is None
