@@ -126,8 +126,8 @@ def test_leaderboard_rows_rank_by_the_best_epoch_and_put_unscored_trials_last():
 def test_a_search_with_little_to_show_still_gets_its_report(histories, monkeypatch, tmp_path):
     from search.report import leaderboard
 
-    monkeypatch.setattr(report, "trial_histories", lambda spec: histories)
-    built = report.build_report(_spec(), tmp_path)
+    monkeypatch.setattr(leaderboard, "trial_histories", lambda spec: histories)
+    built = leaderboard.build_report(_spec(), tmp_path)
     assert {p.name for p in built.files} == {
         "leaderboard.csv", "leaderboard.md", "learning_curves.png", "metric_vs_lr.png",
         "parallel_coordinates.png", "importance.json"}
