@@ -25,8 +25,8 @@ from typing import Any, TextIO
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from search.place.experiment_folder import error_log
-from search.record.tracking import ended_run, errored_run, run_name
+from search.record.outcome import KINDS, TrialOutcome
+from search.record.tracking import run_name
 from trainables.metrics import EPOCH
 
 NOISY_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.data", "mlflow", "alembic", "optuna")
@@ -34,8 +34,6 @@ NOISY_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.data", "mlflow", "alembic"
 # end: the console tells each failure in one line with the path of its log instead.
 TRIAL_FAILURE_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.tune")
 RECENT_DECISIONS = 5  # rung decisions kept on the live view
-ENDINGS = {"completed": "completed", "stopped_early": "stopped early", "diverged": "diverged",
-           "error": "failed"}
 
 
 def quiet_outside_systems(verbose: bool) -> None:
@@ -158,33 +156,18 @@ class SearchConsole(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info) -> None:
         self._tell_decisions()
         self._running.pop(trial.trial_id, None)
-        last = trial.last_result or {}
-        status, tags = ended_run(last, self.max_epochs, self.rungs)
-        epoch = int(last.get(EPOCH, 0))
-        how = tags["tune_run.status"]
+        outcome = TrialOutcome.ended(trial.last_result or {}, self.max_epochs, self.rungs)
         ended = self._ended_decision(trial.trial_id)
-        if how == "diverged":
-            text = f"diverged at epoch {epoch} (train_loss {last.get('train_loss')})"
-        elif how == "completed":
-            text = f"completed {epoch} epochs, {self.metric} {_num(last.get(self.metric))}"
-        elif ended is not None:
-            text = f"stopped at epoch {epoch}: {self._below_cut(ended)}"
-        else:
-            rung = tags.get("tune_run.stopped_at_rung")
-            text = (f"stopped at rung {rung} (epoch {epoch})" if rung else f"stopped at epoch {epoch}") \
-                + f", {self.metric} {_num(last.get(self.metric))}"
-        self._ended[trial.trial_id] = how
-        self._event(f"{trial_label(trial.trial_id)} ended: {text}")
+        self._tell_end(trial, outcome, self._below_cut(ended) if ended is not None else "")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info) -> None:
         self._running.pop(trial.trial_id, None)
-        self._ended[trial.trial_id] = "error"
-        self._event(f"{trial_label(trial.trial_id)} ended: error: {self._error(trial)}")
+        self._tell_end(trial, TrialOutcome.errored(trial))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Trial, **info) -> None:
         self._running.pop(trial.trial_id, None)
         self._event(f"{trial_label(trial.trial_id)} failed, retried from its last checkpoint: "
-                    f"{self._error(trial)}")
+                    f"{TrialOutcome.errored(trial).error_text}")
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         self._tell_decisions()  # promotions chosen between results
@@ -194,7 +177,7 @@ class SearchConsole(Callback):
         counts: dict[str, int] = {}
         for how in self._ended.values():
             counts[how] = counts.get(how, 0) + 1
-        told = ", ".join(f"{n} {ENDINGS.get(how, how)}" for how, n in sorted(counts.items()))
+        told = ", ".join(f"{n} {KINDS[how]}" for how, n in sorted(counts.items()))
         ended = sum(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials)
         best = (f"; best {trial_label(self._best[0])} {self.metric} {_num(self._best[1])} "
                 f"(epoch {self._best[2]})" if self._best else "")
@@ -215,6 +198,10 @@ class SearchConsole(Callback):
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self._start
+
+    def _tell_end(self, trial: Trial, outcome: TrialOutcome, why: str = "") -> None:
+        self._ended[trial.trial_id] = outcome.kind
+        self._event(f"{trial_label(trial.trial_id)} ended: {outcome.console_text(self.metric, why)}")
 
     def _decisions(self) -> list:
         return list(getattr(self._scheduler, "decisions", None) or [])
@@ -268,12 +255,6 @@ class SearchConsole(Callback):
 
     def _better(self, a: float, b: float) -> bool:
         return a > b if self.mode == "max" else a < b
-
-    @staticmethod
-    def _error(trial: Trial) -> str:
-        failure = errored_run(trial)[1]["tune_run.failure"]
-        log = error_log(trial)
-        return failure[:200] + (f" (full log: {log})" if log else "")
 
     def _event(self, line: str, print_live: bool = True) -> None:
         """A plain line (without a terminal), or a line above the live view."""

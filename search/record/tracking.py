@@ -21,6 +21,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from core.hparams import FAULT_KEY, resolve
+from search.record.outcome import TrialOutcome
 from search.record import resolve_tracking_uri
 from search.redact import first_line, redact
 from trainables.metrics import EPOCH, METRICS
@@ -183,6 +184,10 @@ class SearchRecord:
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in new_tags.items()])
         if run.info.status != status:
             self.client.set_terminated(run_id, status)
+
+    def end_trial(self, run_id: str, outcome: TrialOutcome) -> None:
+        """Ends a trial's run as `outcome` says: its MLflow status and tags (as `finish` does)."""
+        self.finish(run_id, outcome.run_status, outcome.tags)
 
     @classmethod
     def find(cls, tracking_uri: str | None, experiment: str, search_key: str,
@@ -379,12 +384,13 @@ class MlflowTracking(Callback):
     @_tolerant
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info) -> None:
         run_id = self._run(trial)
-        self.record.finish(run_id, *ended_run(trial.last_result or {}, self.max_epochs, self.rungs))
+        self.record.end_trial(run_id, TrialOutcome.ended(trial.last_result or {}, self.max_epochs,
+                                                         self.rungs))
 
     @_tolerant
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info) -> None:
         run_id = self._run(trial)
-        self.record.finish(run_id, *errored_run(trial))
+        self.record.end_trial(run_id, TrialOutcome.errored(trial))
 
     def on_experiment_end(self, trials: list, **info) -> None:
         self.unfinished = [t.trial_id for t in trials
@@ -398,41 +404,9 @@ class MlflowTracking(Callback):
         for trial_id in self.unfinished:
             run_id = self.record.opened(trial_id)
             if run_id:
-                self.record.finish(run_id, "KILLED", {"tune_run.status": "interrupted"})
-
-
-def ended_run(last: dict[str, Any], max_epochs: int,
-              rungs: tuple[int, ...] = ()) -> tuple[str, dict[str, str]]:
-    """MLflow status and tags of a trial that ended (Ray's TERMINATED), from its last result;
-    `rungs` are ASHA's milestone epochs, to name the rung a trial stopped at."""
-    epochs = int(last.get(EPOCH, 0))
-    tags = {"tune_run.epochs": str(epochs)}
-    if last.get("diverged"):
-        return "FAILED", tags | {"tune_run.status": "diverged", "tune_run.failure":
-                                 f"loss became {last.get('train_loss')} at epoch {epochs}"}
-    if epochs < max_epochs:
-        rung = {"tune_run.stopped_at_rung": str(rungs.index(epochs) + 1)} if epochs in rungs else {}
-        return "FINISHED", tags | rung | {"tune_run.status": "stopped_early",
-                                          "tune_run.stopped_at_epoch": str(epochs)}
-    return "FINISHED", tags | {"tune_run.status": "completed"}
-
-
-def errored_run(trial: Trial) -> tuple[str, dict[str, str]]:
-    return "FAILED", {"tune_run.status": "error", "tune_run.failure": _error_line(trial)}
+                self.record.end_trial(run_id, TrialOutcome.interrupted())
 
 
 def epoch_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The metrics of one reported epoch that go to MLflow: the trainable's, not Ray's bookkeeping."""
     return {k: result[k] for k in METRICS if k in result}
-
-
-def _error_line(trial: Trial) -> str:
-    text = str(getattr(trial, "error_msg", "") or "")
-    if not text and trial.error_file:
-        try:
-            with open(trial.error_file) as f:
-                text = f.read()
-        except OSError:
-            text = ""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return (lines[-1] if lines else "unknown error")[:500]

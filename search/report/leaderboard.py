@@ -25,7 +25,8 @@ from search.door.domains import domain_choices, is_log, value_set
 from search.errors import SpecError
 from search.scheduling.pareto import front_table, pareto_rows, rung_objectives, spec_objectives, write_front
 from search.door.spec import SearchSpec
-from search.record.tracking import SearchRecord, ended_run
+from search.record.outcome import TrialOutcome, outcome_kind
+from search.record.tracking import SearchRecord
 from trainables.metrics import EPOCH
 
 REPORT_DIR = "report"  # in the experiment folder, and the artifact folder of the parent run
@@ -107,7 +108,7 @@ def leaderboard_rows(spec: SearchSpec, histories: list[tuple[Trial, list[dict]]]
         best = pick(scored, key=lambda h: h[spec.metric]) if scored else None
         rows.append({
             "trial": trial.trial_id,
-            "status": _status(trial, history, spec.max_epochs),
+            "status": outcome_kind(trial.status, history[-1] if history else {}, spec.max_epochs),
             "epochs": int(history[-1][EPOCH]) if history else 0,
             spec.metric: float(best[spec.metric]) if best else None,
             "best_epoch": int(best[EPOCH]) if best else None,
@@ -117,13 +118,6 @@ def leaderboard_rows(spec: SearchSpec, histories: list[tuple[Trial, list[dict]]]
     sign = -1 if spec.mode == "max" else 1
     rows.sort(key=lambda r: (r[spec.metric] is None, sign * (r[spec.metric] or 0.0)))
     return rows
-
-
-def _status(trial: Trial, history: list[dict], max_epochs: int) -> str:
-    # The same words as the child runs' tune_run.status tag.
-    if trial.status == Trial.TERMINATED:
-        return ended_run(history[-1] if history else {}, max_epochs)[1]["tune_run.status"]
-    return "error" if trial.status == Trial.ERROR else "interrupted"
 
 
 def _finite(value: Any) -> bool:
@@ -296,54 +290,32 @@ def rung_cuts(spec: SearchSpec, histories: list[tuple[Trial, list[dict]]]
 
 def trial_description(spec: SearchSpec, trial: Trial, history: list[dict],
                       cuts: dict[int, tuple[float | None, int]]) -> str:
-    """How a trial ended and why, in a sentence or two of Markdown."""
-    from search.record.tracking import errored_run
-
-    status = _status(trial, history, spec.max_epochs)
+    """How a trial ended and why, in a sentence or two of Markdown (`TrialOutcome.description`,
+    with why ASHA stopped it at its rung from `cuts`, those of `rung_cuts`)."""
     last = history[-1] if history else {}
-    epochs = int(last.get(EPOCH, 0))
+    outcome = TrialOutcome.of(trial, last, spec.max_epochs, tuple(cuts))
     scored = [h for h in history if _finite(h.get(spec.metric))]
     pick = max if spec.mode == "max" else min
     best = pick(scored, key=lambda h: h[spec.metric]) if scored else None
-    best_text = (f" Its best {spec.metric} was {best[spec.metric]:.4g} at epoch "
-                 f"{best[EPOCH]}." if best else "")
-    if status == "completed":
-        return f"**Completed** all {epochs} epochs.{best_text}"
-    if status == "diverged":
-        return (f"**Diverged**: the training loss became {last.get('train_loss')} at epoch "
-                f"{epochs}, so it was stopped at once (no checkpoint of it is kept).{best_text}")
-    if status == "stopped_early" and not history:
-        # Ray ended it, but no epoch of it reached the experiment folder (a kill before its first
-        # result was written, or a bucket that never got it).
-        return "**Stopped** with no epoch on record."
-    if status == "stopped_early":
-        cut, reached = cuts.get(epochs, (None, 0))
-        value = last.get(spec.metric)
-        if epochs not in cuts:
-            return f"**Stopped early** at epoch {epochs}.{best_text}"
-        rung = list(cuts).index(epochs) + 1
-        keep = f"the top 1/{spec.reduction_factor:g} of the {reached} trials that reached it"
-        if spec.promote_by == "pareto":
-            names = ", ".join(o.metric for o in spec_objectives(spec))
-            why = (f"it ranked below {keep} by Pareto rank of {names}, or was not promoted "
-                   "before the search ended")
-        elif cut is None:
-            why = f"too few trials reached it for any to go on ({keep})"
-        elif _finite(value) and (value < cut if spec.mode == "max" else value > cut):
-            side = "below" if spec.mode == "max" else "above"
-            why = f"{spec.metric} {value:.4g} was {side} the rung's cut {cut:.4g} ({keep} went on)"
-        else:
-            why = (f"{spec.metric} {_cell(_float(value))} against the rung's cut {cut:.4g} ({keep}); "
-                   "it was not promoted before the search ended")
-        return f"**Stopped by ASHA at rung {rung}** (epoch {epochs}): {why}.{best_text}"
-    if status == "error":
-        log = experiment_folder.error_log(trial)
-        log = f" Full log: `{log}`." if log else ""
-        return (f"**Failed** at epoch {epochs + 1} with an error: "
-                f"`{errored_run(trial)[1]['tune_run.failure']}`.{log}")
-    return (f"**Interrupted** after {epochs} epochs, before it ended; "
-            f"`{experiment_folder.resume_command(spec.name, spec.storage)}` continues it from its "
-            f"last checkpoint.{best_text}")
+    why = _why_stopped(spec, last.get(spec.metric), *cuts[outcome.epochs]) if outcome.rung else ""
+    return outcome.description(spec.metric, best, why,
+                               experiment_folder.resume_command(spec.name, spec.storage))
+
+
+def _why_stopped(spec: SearchSpec, value: Any, cut: float | None, reached: int) -> str:
+    """Why ASHA kept a trial with `value` at a rung that `reached` trials reached, against `cut`."""
+    keep = f"the top 1/{spec.reduction_factor:g} of the {reached} trials that reached it"
+    if spec.promote_by == "pareto":
+        names = ", ".join(o.metric for o in spec_objectives(spec))
+        return (f"it ranked below {keep} by Pareto rank of {names}, or was not promoted "
+                "before the search ended")
+    if cut is None:
+        return f"too few trials reached it for any to go on ({keep})"
+    if _finite(value) and (value < cut if spec.mode == "max" else value > cut):
+        side = "below" if spec.mode == "max" else "above"
+        return f"{spec.metric} {value:.4g} was {side} the rung's cut {cut:.4g} ({keep} went on)"
+    return (f"{spec.metric} {_cell(_float(value))} against the rung's cut {cut:.4g} ({keep}); "
+            "it was not promoted before the search ended")
 
 
 def search_description(spec: SearchSpec, report: Report, summary: dict[str, Any] | None) -> str:

@@ -9,14 +9,8 @@ from ray.tune.experiment import Trial
 from search.place.experiment_folder import result_rows, trials
 from search.scheduling.promotion import spec_rungs
 from search.door.spec import SearchSpec
-from search.record.tracking import (
-    SearchRecord,
-    ended_run,
-    epoch_metrics,
-    errored_run,
-    run_name,
-    trial_params,
-)
+from search.record.outcome import TrialOutcome
+from search.record.tracking import SearchRecord, epoch_metrics, run_name, trial_params
 from trainables.metrics import EPOCH
 
 
@@ -34,12 +28,9 @@ def sync_trials(spec: SearchSpec, record: SearchRecord, finished: bool) -> int:
         for row in rows:
             record.log_epoch(run_id, int(row[EPOCH]), epoch_metrics(row),
                              int(row.get("timestamp", 0) * 1000))
-        if trial.status == Trial.TERMINATED:
-            record.finish(run_id, *ended_run(rows[-1] if rows else {}, spec.max_epochs, spec_rungs(spec)))
-        elif trial.status == Trial.ERROR:
-            record.finish(run_id, *errored_run(trial))
-        elif not finished:
-            record.finish(run_id, "KILLED", {"tune_run.status": "interrupted"})
+        if trial.status in (Trial.TERMINATED, Trial.ERROR) or not finished:
+            record.end_trial(run_id, TrialOutcome.of(trial, rows[-1] if rows else {},
+                                                     spec.max_epochs, spec_rungs(spec)))
     # A trial started just before the driver was killed, but never saved in Ray's experiment
     # state, is not a trial of the search: Ray starts a new one in its place.
     record.delete_children_except({t.trial_id for t in saved})
