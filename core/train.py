@@ -28,6 +28,26 @@ class EpochStats:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
+def train_step(
+    model: nn.Module,
+    images: torch.Tensor,  # (B, C, H, W) float, augmented and normalised
+    targets: torch.Tensor,  # (B,) int64 labels, or (B, K) soft targets
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None,
+    label_smoothing: float,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """One optimizer step (and schedule step) on one batch; returns its loss, detached, unsynced."""
+    with torch.autocast(images.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        loss = classification_loss(model(images), targets, label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if schedule is not None:
+        schedule.step()
+    return loss.detach()
+
+
 def train_epoch(
     model: nn.Module,
     x: torch.Tensor,  # (N, C, H, W) uint8, on the device
@@ -52,13 +72,8 @@ def train_epoch(
         images, targets = augment.train(x[rows], generator), y[rows]
         if mixup is not None:
             images, targets = mixup(images, targets)  # targets become (B, K) soft targets
-        with torch.autocast(y.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            loss = classification_loss(model(images), targets, label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        total += loss.detach()
+        total += train_step(model, images, targets, optimizer, schedule, label_smoothing,
+                            autocast_dtype)
     mean_loss = float(total) / steps  # one device sync per epoch, not per step
     return EpochStats(mean_loss, steps * min(batch_size, len(y)), time.perf_counter() - start)
 

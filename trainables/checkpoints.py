@@ -11,10 +11,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from core import trial
 from core.inference import final_weights
-from core.models import build_model
-from core.pruning import ChannelPruner, GradualPruner, fit_to_state, make_pruner
 from core.served import Classifier
+from core.trial import build_from_spec, load_model_state
+
+__all__ = ["build_from_spec", "load_model_state", "model_spec", "save", "load",
+           "model_from_checkpoint", "served_model"]
 
 FILE = "trial.pt"
 
@@ -29,28 +32,10 @@ def load(folder: str | Path) -> dict[str, Any]:
 
 
 def model_spec(model_name: str, num_classes: int, in_channels: int, hp: dict) -> dict[str, Any]:
-    """Everything needed to rebuild the trial's model: what build_model takes."""
-    options = {k: hp[k] for k in ("width", "activation", "norm", "conv", "dropout", "init")}
-    return {"name": model_name, "num_classes": num_classes, "in_channels": in_channels,
-            "prune_ratio": hp["prune_ratio"], "prune_method": hp["prune_method"],
-            "options": options}
-
-
-def build_from_spec(spec: dict[str, Any],
-                    epochs: int = 1) -> tuple[nn.Module, GradualPruner | ChannelPruner]:
-    """The dense model of `spec` and its pruner (checkpoints from before prune_method: unstructured)."""
-    model = build_model(spec["name"], spec["num_classes"], spec["in_channels"], **spec["options"])
-    return model, make_pruner(model, spec.get("prune_method", "unstructured"), spec["prune_ratio"],
-                              epochs, spec["in_channels"])
-
-
-def load_model_state(model: nn.Module, pruner: GradualPruner | ChannelPruner,
-                     state: dict[str, torch.Tensor]) -> None:
-    """Loads a checkpoint's weights into the model `build_from_spec` made, reshaping it first where
-    channels were removed."""
-    if isinstance(pruner, ChannelPruner):
-        fit_to_state(model, state)
-    model.load_state_dict(state)
+    """Everything needed to rebuild the trial's model, from a trial's resolved hyperparameters."""
+    return trial.model_spec(model_name, num_classes, in_channels, prune_ratio=hp["prune_ratio"],
+                            prune_method=hp["prune_method"],
+                            **{k: hp[k] for k in trial.MODEL_OPTIONS})
 
 
 def model_from_checkpoint(folder: str | Path) -> nn.Module:
