@@ -1,7 +1,8 @@
-"""Writes benchmarks/data/cifar10-subset.npz: a class-balanced CIFAR-10 subset that benchmarks/gpu_check.py
-carries to a GPU machine (the working tree that travels is capped at 64 MiB, and ../shared stays behind).
+"""Writes benchmarks/data/cifar10-subset.npz: a class-balanced CIFAR-10 subset that the section `gpu`
+(benchmarks/sections/gpu.py) carries to a GPU machine (the working tree that travels is capped at
+64 MiB, and ../shared stays behind).
 
-    .venv/bin/python benchmarks/make_gpu_subset.py [--data-dir /work/shared/datasets/cifar10]
+    .venv/bin/python -m benchmarks.make_gpu_subset [--data-dir /work/shared/datasets/cifar10]
 
 The JPEGs are decoded by core.data's own decoder (PIL, to (N, 3, 32, 32) uint8) and saved with
 np.savez_compressed: x_train, y_train, x_test, y_test, classes, mean, std (per channel, 0..1 scale,
@@ -11,17 +12,13 @@ from the kept train images, as core.data.load_dataset computes them).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path[0] = str(HERE.parent)  # the repository root
+from core.data import _decode, _list_image_folder
 
-from core.data import _decode, _list_image_folder  # noqa: E402
-
-OUT = HERE / "data" / "cifar10-subset.npz"
+OUT = Path(__file__).resolve().parent / "data" / "cifar10-subset.npz"
 
 
 def balanced(files: list[tuple[str, int]], per_class: int, seed: int) -> list[tuple[str, int]]:

@@ -1,233 +1,201 @@
-"""tune-run's benchmark suite: one command, every section side by side on this machine.
+"""tune-run's benchmarks in one command: any subset of the sections, side by side on this machine.
 
-    .venv/bin/python benchmarks/run.py --data-dir /work/shared/datasets/cifar10 [--smoke]
+    .venv/bin/python -m benchmarks.run --list
+    .venv/bin/python -m benchmarks.run --data-dir /work/shared/datasets/cifar10 [--sections a,b] [--quick]
 
-Writes benchmarks/RESULTS.md (a table per section, each target and whether it was met) and
-benchmarks/results.json (the raw numbers). The full run takes about 15-20 minutes on 2 CPU cores;
---smoke shrinks every section to seconds to check that the script works (its numbers mean nothing)
-and writes RESULTS-smoke.md / results-smoke.json instead. Run it on a quiet machine: the sections
-time CPU work and another busy process skews every number.
+Each section (benchmarks/sections/) writes into its results file here: RESULTS.md (the CPU suite),
+RESULTS-pruning.md, RESULTS-cluster-data.md, RESULTS-resume-chaos.md, RESULTS-gpu.md; beside each,
+its raw numbers as JSON. Every results file has one header, one table of the targets of its sections
+(each met or not) and a part per section, rendered by benchmarks/harness.py. Without --sections the
+default sections run (`--list` marks them). --quick shrinks every section to seconds to check that
+it works (its numbers mean nothing) and writes RESULTS-quick.md etc. instead. Run it on a quiet
+machine: the sections time CPU work and another busy process skews every number.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
+import dataclasses
 import json
-import platform
-import shlex
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+import traceback
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[0] = str(HERE.parent)  # the repository root, not benchmarks/, so `benchmarks.x` imports
+from benchmarks.harness import HERE, Context, Report, Section, Skipped, render, run_meta
+from benchmarks.sections import BY_NAME, RESULTS_FILES, SECTIONS
 
-from benchmarks import cli_searches, searches, throughput  # noqa: E402
-from benchmarks.writeup import write_markdown  # noqa: E402
-
-SECTIONS = ("compute", "trial", "baseline", "searches", "precision", "overhead", "memory")
-DEFAULT_SECTIONS = ("compute", "trial", "baseline", "searches", "precision", "overhead")
+PROG = "python -m benchmarks.run"
 
 
-@dataclass(frozen=True)
-class Sizes:
-    """How much work each section does; FULL is calibrated to ~35 minutes on 2 quiet cores."""
-
-    compute_steps: int  # timed train steps of section 1, per mode
-    throughput_subset: int  # train images of sections 2-3 (the same files in both)
-    throughput_epochs: int  # timed epochs of sections 2-3, after one warm-up epoch
-    search: dict  # section 4's search settings (tune-run's, the usual pipeline's, FIFO's)
-    precision: dict  # section 5's search settings, run once in fp32 and once in bf16
-    overhead_sizes: list[dict]  # section 6's searches: label (short|long), subset, epochs, trials
-    memory_subset: int  # images of section 7's data set (before its val/test split)
-    memory_concurrency: list[int]  # section 7's numbers of trials running at once
-    memory_reference_subset: int  # a small data set: the reference of section 7's copy check
-
-
-# The issue's search: 10,000 CIFAR-10 training images and 2,000 for validation, ResNet-18 at width
-# 0.25, SGD over learning rate and weight decay, at most 4 epochs, ASHA with grace period 1 and
-# reduction factor 2, two trials at a time, one CPU each.
-SEARCH = {"dataset": "cifar10", "subset": 12_000, "val_fraction": 2_000 / 12_000, "num_samples": 8,
-          "max_epochs": 4, "grace_period": 1, "reduction_factor": 2, "max_concurrent": 2,
-          "cpus_per_trial": 1, "search": "random", "seed": 11, "max_failures": 0}
-
-FULL = Sizes(
-    compute_steps=20,
-    throughput_subset=5_000,
-    throughput_epochs=2,
-    search=SEARCH,
-    precision=SEARCH | {"subset": 6_000, "num_samples": 4, "scheduler": "fifo", "seed": 12},
-    # ~3 s and ~30 s trials at ~550 images/s (a 1-thread bf16 trial on this Xeon). The short
-    # trials run twice, 8 and 24 of them: the workers' start is paid once per search.
-    overhead_sizes=[{"label": "short", "subset": 700, "epochs": 2, "trials": 8},
-                    {"label": "short", "subset": 700, "epochs": 2, "trials": 24},
-                    {"label": "long", "subset": 5_000, "epochs": 3, "trials": 8}],
-    memory_subset=20_000,  # 24,000 images with the test split: 70 MB of uint8
-    memory_concurrency=[1, 2, 4],  # 4 trials of 1 CPU on logical num_cpus=4
-    memory_reference_subset=3_000,
-)
-
-SMOKE = Sizes(
-    compute_steps=2,
-    throughput_subset=300,
-    throughput_epochs=1,
-    search=SEARCH | {"subset": 600, "num_samples": 4, "max_epochs": 2},
-    precision=SEARCH | {"subset": 600, "num_samples": 2, "max_epochs": 1, "scheduler": "fifo"},
-    overhead_sizes=[{"label": "short", "subset": 150, "epochs": 1, "trials": 2}],
-    memory_subset=600,
-    memory_concurrency=[1, 2],
-    memory_reference_subset=150,
-)
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    p.add_argument("--list", action="store_true", help="list the sections and their targets; run none")
+    p.add_argument("--sections", help="comma-separated sections to run (default: those --list marks "
+                   "as default)")
+    p.add_argument("--quick", "--smoke", action="store_true", dest="quick",
+                   help="tiny sizes, seconds per section: checks that it works, measures nothing")
+    p.add_argument("--data-dir", type=Path,
+                   help="CIFAR-10 as train/<class>/*.jpg and test/<class>/*.jpg (sections that need it)")
+    p.add_argument("--out", type=Path, default=HERE, help="folder of the results files (default: "
+                   "benchmarks/)")
+    p.add_argument("--merge", action="store_true", help="keep, from each results file's JSON, the "
+                   "sections not run this time")
+    p.add_argument("--render", type=Path, metavar="JSON", help="measure nothing: write the results "
+                   "file beside an earlier run's JSON again (after a change to a section's report)")
+    p.add_argument("--budget-s", type=float, help="section gpu: total seconds to size its parts to "
+                   "(default 420; 60 with --quick)")
+    p.add_argument("--allow-cpu", action="store_true", help="section gpu: run on the CPU when there "
+                   "is no GPU")
+    return p
 
 
-def machine() -> dict:
-    import ray  # before psutil: Ray puts its vendored psutil on sys.path
-
-    # isort: split
-    import psutil
-    import torch
-    import torchvision
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                .splitlines() if line.startswith("model name")), platform.processor())
-    return {
-        "cpu": cpu, "logical_cores": psutil.cpu_count(), "physical_cores": psutil.cpu_count(False),
-        "memory_gb": psutil.virtual_memory().total / 1024**3,
-        "load_average_at_start": list(psutil.getloadavg()),
-        "python": platform.python_version(), "torch": torch.__version__,
-        "torchvision": torchvision.__version__, "ray": ray.__version__,
-        "platform": platform.platform(),
-    }
+def list_sections() -> str:
+    lines = []
+    for results, (title, _) in RESULTS_FILES.items():
+        lines.append(f"{results} ({title}):")
+        for s in (s for s in SECTIONS if s.results == results):
+            flags = ", ".join([*(["default"] if s.default else []), *(f"needs --{n.replace('_', '-')}"
+                                                                      for n in s.needs)])
+            lines.append(f"  {s.name:<14} {s.about}" + (f" [{flags}]" if flags else ""))
+            lines += [f"  {'':<14}   target: {t.what}" for t in s.targets]
+    return "\n".join(lines)
 
 
-def run_throughput(out: dict, sizes: Sizes, data_dir: Path, wanted: set[str]) -> None:
-    import torch
-
-    from core.data import load_dataset
-    from core.precision import LAYOUTS, Mode
-
-    if "compute" in wanted:
-        out["compute"] = [throughput.compute_limit(1, sizes.compute_steps, Mode(p, layout))
-                          for p in ("fp32", "bf16") for layout in reversed(LAYOUTS)]
-        _log("compute", out["compute"])
-    if not wanted & {"trial", "baseline"}:
-        return
-    torch.set_num_threads(1)
-    # Sections 2-3 train on all of the subset: no validation split (val_fraction 0).
-    with tempfile.TemporaryDirectory(prefix="tune-run-bench-cache-") as cache:
-        start = time.perf_counter()
-        data = load_dataset("cifar10", str(data_dir), 0.0, sizes.throughput_subset, 0, cache)
-        decode_seconds = time.perf_counter() - start  # cold: no .npz cache yet
-    if "trial" in wanted:
-        # The fastest mode's limit again right before and after the trial: the machine's speed
-        # drifts by tens of percent within minutes here, so the ratio compares a pair.
-        fastest = max(out.get("compute", []), key=lambda c: c["images_per_s"], default=None)
-        limit_mode = Mode(fastest["precision"], fastest["layout"]) if fastest else None
-        before = throughput.compute_limit(1, sizes.compute_steps, limit_mode) if fastest else None
-        trial = throughput.tune_run_path(data, 1, sizes.throughput_epochs)
-        after = throughput.compute_limit(1, sizes.compute_steps, limit_mode) if fastest else None
-        out["trial"] = {"decode_seconds": decode_seconds, "train_images": len(data.train_y),
-                        **trial, "limit_before": before, "limit_after": after}
-        _log("trial", out["trial"])
-    if "baseline" in wanted:
-        files = throughput.subset_files(data_dir, sizes.throughput_subset, 0)
-        out["baseline"] = throughput.baseline_path(data_dir, files, data.mean, data.std, 1,
-                                                   sizes.throughput_epochs, workers=2)
-        _log("baseline", out["baseline"])
+def output_names(results: str, quick: bool) -> tuple[str, str]:
+    """(markdown, JSON) file names of `results`; a quick run's have -quick before the suffix."""
+    md, js = results, RESULTS_FILES[results][1]
+    if quick:
+        md, js = (f"{Path(n).stem}-quick{Path(n).suffix}" for n in (md, js))
+    return md, js
 
 
-def run_searches(out: dict, sizes: Sizes, data_dir: Path, wanted: set[str]) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="tune-run-bench-"))
-    data = {"data_dir": str(data_dir)}
+def report_of(section: Section, raw: dict) -> Report:
+    """The section's report, or one saying why it could not be written (the others still are)."""
     try:
-        if "searches" in wanted:
-            runs = {
-                "tune_run": cli_searches.run_cli_search(workdir, "asha", sizes.search | data),
-                "usual": cli_searches.usual_pipeline_search(workdir, str(data_dir), sizes.search),
-                "tune_run_fifo": cli_searches.run_cli_search(
-                    workdir, "fifo", sizes.search | data | {"scheduler": "fifo"}),
-            }
-            runs["same_configs"] = cli_searches.same_configs(
-                runs["tune_run"], runs["usual"], runs["tune_run_fifo"])
-            out["searches"] = runs | {"settings": sizes.search}
-            _log("searches", out["searches"])
-        if "precision" in wanted:
-            runs = {p: cli_searches.run_cli_search(workdir, f"precision-{p}",
-                                                   sizes.precision | data | {"precision": p})
-                    for p in ("fp32", "bf16")}
-            runs["same_configs"] = cli_searches.same_configs(runs["fp32"], runs["bf16"])
-            out["precision"] = runs | {"settings": sizes.precision}
-            _log("precision", out["precision"])
-        if "overhead" in wanted:
-            out["overhead"] = searches.orchestration(
-                workdir, str(data_dir), sizes.overhead_sizes)
-            _log("overhead", out["overhead"])
-        if "memory" in wanted:
-            out["memory"] = searches.memory(
-                workdir, str(data_dir), sizes.memory_subset, sizes.memory_reference_subset,
-                sizes.memory_concurrency)
-            _log("memory", out["memory"])
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        return section.report(raw)
+    except Exception as e:
+        traceback.print_exc()
+        return Report(section.name, [f"The report of `{section.name}` failed: "
+                                     f"{type(e).__name__}: {e}"])
 
 
-def _log(section: str, numbers) -> None:
-    print(f"\n=== {section}: {json.dumps(numbers, default=str)}\n", flush=True)
+def render_file(results: str, raw: dict) -> str:
+    sections = [s for s in SECTIONS if s.results == results and s.name in raw]
+    return render(RESULTS_FILES[results][0], raw, [report_of(s, raw) for s in sections])
+
+
+def _plain(sizes):
+    return dataclasses.asdict(sizes) if dataclasses.is_dataclass(sizes) else sizes
+
+
+def run_file(results: str, sections: list[Section], args, argv: list[str]) -> tuple[dict | None, list]:
+    """Runs `sections` (all of one results file) in order; returns their raw numbers with the run's
+    metadata (None when every one was skipped), and the sections that failed."""
+    raw = run_meta(["-m", "benchmarks.run", *argv], args.quick) | {"sizes": {}, "sections": []}
+    failed, start = [], time.perf_counter()
+    options = {"budget_s": args.budget_s, "allow_cpu": args.allow_cpu}
+    for section in sections:
+        sizes = section.quick if args.quick else section.full
+        work = Path(tempfile.mkdtemp(prefix=f"tune-run-bench-{section.name}-"))
+        print(f"=== {section.name}: {section.about}", flush=True)
+        ctx = Context(args.quick, sizes, args.data_dir, work, raw, options)
+        began = time.perf_counter()
+        try:
+            raw[section.name] = section.run(ctx)
+        except Skipped as e:
+            print(f"=== {section.name}: skipped: {e}", flush=True)
+            continue
+        except Exception:
+            traceback.print_exc()
+            failed.append(section.name)
+            print(f"=== {section.name}: FAILED (see the traceback above)", flush=True)
+            continue
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        raw["sizes"][section.name] = _plain(sizes)
+        raw["sections"].append(section.name)
+        print(f"=== {section.name}: done in {time.perf_counter() - began:.0f} s\n"
+              f"{json.dumps(raw[section.name], default=str)[:2000]}\n", flush=True)
+    if not raw["sections"]:
+        return None, failed
+    raw["total_seconds"] = time.perf_counter() - start
+    return raw, failed
+
+
+def merge_earlier(raw: dict, path: Path) -> dict:
+    """`raw` with the sections of the earlier JSON at `path` that this run did not run."""
+    if not path.exists():
+        return raw
+    earlier = json.loads(path.read_text())
+    kept = {}
+    for name in earlier.get("sections", []):
+        if name not in raw and name in BY_NAME:
+            raw[name] = earlier[name]
+            raw["sizes"][name] = earlier.get("sizes", {}).get(name)
+            kept[name] = earlier.get("kept", {}).get(name, earlier["date"])
+    raw["kept"] = kept
+    raw["sections"] = [s.name for s in SECTIONS if s.name in raw]
+    return raw
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path,
-                        help="CIFAR-10 as train/<class>/*.jpg and test/<class>/*.jpg")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes, seconds per section: checks the script, measures nothing")
-    parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
-                        help=f"comma-separated subset of {','.join(SECTIONS)} "
-                        f"(default: {','.join(DEFAULT_SECTIONS)})")
-    parser.add_argument("--out", type=Path, default=HERE, help="folder of RESULTS.md and JSON")
-    parser.add_argument("--render", type=Path, metavar="RESULTS_JSON",
-                        help="measure nothing: write RESULTS.md beside an earlier run's JSON again "
-                        "(after a change to benchmarks/writeup.py)")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    p = parser()
+    args = p.parse_args(argv)
+    if args.list:
+        print(list_sections())
+        return 0
     if args.render:
-        markdown = write_markdown(json.loads(args.render.read_text()))
-        (args.render.parent / args.render.name.replace("results", "RESULTS").replace(
-            ".json", ".md")).write_text(markdown)
+        raw = json.loads(args.render.read_text())
+        results = next((md for md, (_, js) in RESULTS_FILES.items()
+                        if args.render.name in (js, output_names(md, True)[1])), None)
+        if results is None:
+            p.error(f"--render: {args.render.name} is none of the results files' JSON "
+                    f"({', '.join(js for _, js in RESULTS_FILES.values())})")
+        md = output_names(results, raw.get("quick") or raw.get("smoke"))[0]
+        markdown = render_file(results, raw)
+        (args.render.parent / md).write_text(markdown)
         print(markdown)
         return 0
-    wanted = set(args.sections.split(","))
-    if wanted - set(SECTIONS):
-        parser.error(f"--sections: unknown {sorted(wanted - set(SECTIONS))}; "
-                     f"expected some of {','.join(SECTIONS)}")
-    if args.data_dir is None:
-        parser.error("--data-dir is required (unless --render)")
-    if not (args.data_dir / "train").is_dir():
-        parser.error(f"--data-dir: {args.data_dir} has no train/ folder")
 
-    sizes = SMOKE if args.smoke else FULL
-    results = {
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "cwd": str(Path.cwd()),
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "smoke": args.smoke, "sizes": asdict(sizes), "sections": sorted(wanted, key=SECTIONS.index),
-        "machine": machine(),
-    }
-    start = time.perf_counter()
-    run_throughput(results, sizes, args.data_dir.resolve(), wanted)
-    run_searches(results, sizes, args.data_dir.resolve(), wanted)
-    results["total_seconds"] = time.perf_counter() - start
+    wanted = args.sections.split(",") if args.sections else [s.name for s in SECTIONS if s.default]
+    unknown = [name for name in wanted if name not in BY_NAME]
+    if unknown:
+        p.error(f"--sections: unknown {', '.join(unknown)}; expected some of {', '.join(BY_NAME)}")
+    selected = [s for s in SECTIONS if s.name in wanted]
+    if any("data_dir" in s.needs for s in selected):
+        needing = ", ".join(s.name for s in selected if "data_dir" in s.needs)
+        if args.data_dir is None:
+            p.error(f"--data-dir is required by {needing}")
+        if not (args.data_dir / "train").is_dir():
+            p.error(f"--data-dir: {args.data_dir} has no train/ folder")
+    if args.data_dir is not None:
+        args.data_dir = args.data_dir.resolve()
 
-    suffix = "-smoke" if args.smoke else ""
+    all_failed = []
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"results{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
-    markdown = write_markdown(results)
-    (args.out / f"RESULTS{suffix}.md").write_text(markdown)
-    print(markdown)
-    return 0
+    for results in RESULTS_FILES:
+        sections = [s for s in selected if s.results == results]
+        if not sections:
+            continue
+        raw, failed = run_file(results, sections, args, argv)
+        all_failed += failed
+        if raw is None:
+            continue
+        md, js = output_names(results, args.quick)
+        if args.merge:
+            raw = merge_earlier(raw, args.out / js)
+        (args.out / js).write_text(json.dumps(raw, indent=2, default=str) + "\n")
+        markdown = render_file(results, raw)
+        (args.out / md).write_text(markdown)
+        print(markdown)
+        print(f"wrote {args.out / md} and {js}", flush=True)
+    if all_failed:
+        print(f"failed: {', '.join(all_failed)}", file=sys.stderr)
+    return 1 if all_failed else 0
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ split through a second DataLoader, and reports with a checkpoint after every epo
 `ASHAScheduler` stops trials early. Model, optimizer, learning-rate schedule, loss, batch size,
 threads and the train/validation files are tune-run's, so only the pipeline differs.
 
-    python benchmarks/usual_pipeline.py --data-dir D --subset 12000 --val-fraction 0.1667 \
+    python -m benchmarks.usual_pipeline --data-dir D --subset 12000 --val-fraction 0.1667 \
         --num-samples 8 --max-epochs 4 --seed 0 --storage DIR --out result.json
 
 It draws its configurations with Ray's BasicVariantGenerator from the same space and seed that
-tune-run's `search: random` uses (benchmarks/run.py checks that both trained the same ones).
+tune-run's `search: random` uses (section `searches`, benchmarks/sections/searches.py, checks that
+both trained the same ones).
 """
 
 from __future__ import annotations
@@ -23,20 +24,18 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository root: core/ imports
+import numpy as np
+import ray
+import torch
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
 
-import numpy as np  # noqa: E402
-import ray  # noqa: E402
-import torch  # noqa: E402
-from ray import tune  # noqa: E402
-from ray.tune.schedulers import ASHAScheduler  # noqa: E402
-from ray.tune.search.basic_variant import BasicVariantGenerator  # noqa: E402
-
-from core.data import _list_image_folder, _split, _take_list  # noqa: E402
-from core.losses import classification_loss  # noqa: E402
-from core.models import build_model  # noqa: E402
-from core.optim import make_optimizer, make_schedule  # noqa: E402
-from core.train import steps_per_epoch  # noqa: E402
+from core.data import _list_image_folder, _split, _take_list
+from core.losses import classification_loss
+from core.models import build_model
+from core.optim import make_optimizer, make_schedule
+from core.train import steps_per_epoch
 
 # The benchmark search's space: SGD over learning rate and weight decay, ResNet-18 at width 0.25.
 BATCH, WIDTH = 128, 0.25

@@ -1,4 +1,5 @@
-"""Memory of a whole local Ray search: the driver and every process it started, sampled in a thread.
+"""Memory of a whole local Ray search (section `memory`): the driver and every process it started,
+sampled in a thread.
 
 RSS counts a shared page once in every process that maps it, so the sum of RSS counts the object
 store's copy of the data set once per trial that reads it; PSS divides each shared page among the
