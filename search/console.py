@@ -14,7 +14,6 @@ the search ended. Rung decisions come from the scheduler it follows (`PromotionA
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import time
@@ -27,7 +26,7 @@ from ray.tune.experiment import Trial
 
 from search.record.outcome import KINDS, TrialOutcome
 from search.record.tracking import run_name
-from trainables.metrics import EPOCH
+from trainables.metrics import EPOCH, finite
 
 NOISY_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.data", "mlflow", "alembic", "optuna")
 # Where Ray Tune logs a trial's failure (with its traceback) and the list of failed trials at the
@@ -141,7 +140,7 @@ class SearchConsole(Callback):
         self.epochs += 1
         self._running[trial.trial_id] = result
         value = result.get(self.metric)
-        if _finite(value) and (self._best is None or self._better(value, self._best[1])):
+        if finite(value) and (self._best is None or self._better(value, self._best[1])):
             self._best = (trial.trial_id, float(value), epoch)
         others = "".join(f", {m} {_num(result.get(m))}" for m in self.also)
         line = (f"{trial_label(trial.trial_id)} epoch {epoch}/{self.max_epochs}: "
@@ -243,7 +242,7 @@ class SearchConsole(Callback):
             return d.standing
         if d.cut is None:
             return "too few trials had reached the rung to promote any"
-        if _finite(d.value) and not self._better(d.cut, d.value):
+        if finite(d.value) and not self._better(d.cut, d.value):
             return f"at or above the rung's cut {_num(d.cut)}" if self.mode == "max" else \
                 f"at or below the rung's cut {_num(d.cut)}"
         side = "below" if self.mode == "max" else "above"
@@ -326,12 +325,8 @@ class _LiveView:
         return Group(*parts)
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _num(value: Any) -> str:
-    return f"{value:.4g}" if _finite(value) else str(value)
+    return f"{value:.4g}" if finite(value) else str(value)
 
 
 def _clock(seconds: float) -> str:

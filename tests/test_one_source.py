@@ -15,6 +15,7 @@ SOURCES = {
     "sqlite:///mlflow.db": "search/record/__init__.py",  # DEFAULT_TRACKING_URI
     '".cache"': "core/cache.py",  # cache_root
     '"grid_search"': "search/door/domains.py",  # is_grid, domain_choices
+    "isinstance(value, bool) and math.isfinite": "trainables/metrics.py",  # finite
 }
 
 

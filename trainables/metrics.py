@@ -1,5 +1,10 @@
 """Metric names the trainable reports after every epoch (cheap to import: no torch, no Ray)."""
 
+from __future__ import annotations
+
+import math
+from typing import Any
+
 # The key of a result that counts its epochs: Ray's count of a trial's reports, which the
 # trainable makes once per epoch (in result.json, ASHA's time_attr, an MLflow step).
 EPOCH = "training_iteration"
@@ -9,3 +14,14 @@ METRICS = (
     # what the model would cost to run as it is after the epoch (core/cost.py)
     "params", "macs", "latency_ms", "latency_ms_gpu",
 )
+
+
+def finite(value: Any) -> bool:
+    """Whether a reported value is a number that can be ranked: not missing (None), not a bool,
+    not NaN or infinite (a diverged trial reports a NaN loss)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def finite_float(value: Any) -> float | None:
+    """The value as a float where it is `finite`, else None."""
+    return float(value) if finite(value) else None

@@ -10,7 +10,6 @@ process drives it while it runs (`tune_run_driver.json`).
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import time
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainables.metrics import EPOCH
+from trainables.metrics import EPOCH, finite
 
 RESULT_FILE = "result.json"
 SAVED_SPACE = "space"  # folder of the space file's copy
@@ -216,7 +215,7 @@ def search_state(experiment_path: str | Path) -> SearchState | None:
     saved = trials(path) if resumable else []
     done = sum(t.status in (Trial.TERMINATED, Trial.ERROR) for t in saved)
     values = [row[metric] for d in trial_folders(path) for row in result_rows(d)
-              if isinstance(row.get(metric), (int, float)) and math.isfinite(row[metric])]
+              if finite(row.get(metric))]
     best = (max if mode == "max" else min)(values) if values else None
     if (path / DONE).exists():
         state = "finished"

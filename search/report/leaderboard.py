@@ -27,7 +27,7 @@ from search.scheduling.pareto import front_table, pareto_rows, rung_objectives, 
 from search.door.spec import SearchSpec
 from search.record.outcome import TrialOutcome, outcome_kind
 from search.record.tracking import SearchRecord
-from trainables.metrics import EPOCH
+from trainables.metrics import EPOCH, finite, finite_float
 
 REPORT_DIR = "report"  # in the experiment folder, and the artifact folder of the parent run
 # Trials that ran to their own end (ASHA's stop included); only these inform the importance.
@@ -64,7 +64,7 @@ def build_report(spec: SearchSpec, out_dir: str | Path) -> Report:
     for name in spec.dimensions:
         report.files.append(_plot_metric_vs(spec, rows, name, out / f"metric_vs_{name}.png"))
     report.files.append(_plot_parallel(spec, rows, out / "parallel_coordinates.png"))
-    ended = [(r, r[spec.metric]) for r in rows if r["status"] in ENDED and _finite(r[spec.metric])]
+    ended = [(r, r[spec.metric]) for r in rows if r["status"] in ENDED and finite(r[spec.metric])]
     report.importance = hparam_importance(
         {k: spec.space[k] for k in spec.dimensions}, spec.mode,
         [({k: r[k] for k in spec.dimensions}, value) for r, value in ended],
@@ -103,7 +103,7 @@ def leaderboard_rows(spec: SearchSpec, histories: list[tuple[Trial, list[dict]]]
     value of each searched hyperparameter."""
     rows = []
     for trial, history in histories:
-        scored = [h for h in history if _finite(h.get(spec.metric))]
+        scored = [h for h in history if finite(h.get(spec.metric))]
         pick = max if spec.mode == "max" else min
         best = pick(scored, key=lambda h: h[spec.metric]) if scored else None
         rows.append({
@@ -112,20 +112,12 @@ def leaderboard_rows(spec: SearchSpec, histories: list[tuple[Trial, list[dict]]]
             "epochs": int(history[-1][EPOCH]) if history else 0,
             spec.metric: float(best[spec.metric]) if best else None,
             "best_epoch": int(best[EPOCH]) if best else None,
-            "final_val_loss": _float(history[-1].get("val_loss")) if history else None,
+            "final_val_loss": finite_float(history[-1].get("val_loss")) if history else None,
             **{k: trial.config.get(k) for k in spec.dimensions},
         })
     sign = -1 if spec.mode == "max" else 1
     rows.sort(key=lambda r: (r[spec.metric] is None, sign * (r[spec.metric] or 0.0)))
     return rows
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _float(value: Any) -> float | None:
-    return float(value) if _finite(value) else None
 
 
 # --- the leaderboard ----------------------------------------------------------------------------
@@ -294,7 +286,7 @@ def trial_description(spec: SearchSpec, trial: Trial, history: list[dict],
     with why ASHA stopped it at its rung from `cuts`, those of `rung_cuts`)."""
     last = history[-1] if history else {}
     outcome = TrialOutcome.of(trial, last, spec.max_epochs, tuple(cuts))
-    scored = [h for h in history if _finite(h.get(spec.metric))]
+    scored = [h for h in history if finite(h.get(spec.metric))]
     pick = max if spec.mode == "max" else min
     best = pick(scored, key=lambda h: h[spec.metric]) if scored else None
     why = _why_stopped(spec, last.get(spec.metric), *cuts[outcome.epochs]) if outcome.rung else ""
@@ -311,10 +303,10 @@ def _why_stopped(spec: SearchSpec, value: Any, cut: float | None, reached: int) 
                 "before the search ended")
     if cut is None:
         return f"too few trials reached it for any to go on ({keep})"
-    if _finite(value) and (value < cut if spec.mode == "max" else value > cut):
+    if finite(value) and (value < cut if spec.mode == "max" else value > cut):
         side = "below" if spec.mode == "max" else "above"
         return f"{spec.metric} {value:.4g} was {side} the rung's cut {cut:.4g} ({keep} went on)"
-    return (f"{spec.metric} {_cell(_float(value))} against the rung's cut {cut:.4g} ({keep}); "
+    return (f"{spec.metric} {_cell(finite_float(value))} against the rung's cut {cut:.4g} ({keep}); "
             "it was not promoted before the search ended")
 
 
@@ -396,7 +388,7 @@ def _plot_learning_curves(spec: SearchSpec, rows: list[dict[str, Any]],
     fig, ax = _figure()
     status = {r["trial"]: r["status"] for r in rows}
     curves = {t.trial_id: [(h[EPOCH], h[spec.metric]) for h in history
-                           if _finite(h.get(spec.metric))] for t, history in histories}
+                           if finite(h.get(spec.metric))] for t, history in histories}
     for style in STYLE.values():
         mine = [c for trial_id, c in curves.items() if c and _style(status[trial_id]) is style]
         for i, curve in enumerate(mine):
@@ -450,7 +442,7 @@ def _axis_kind(domain: Any, values: list[Any]) -> tuple[str, list[Any]]:
     if isinstance(domain, (Float, Integer)):
         return ("log" if is_log(domain) else "linear"), []
     categories = domain_choices(domain)
-    if categories is None and values and all(_finite(v) for v in values):  # sample_from numbers
+    if categories is None and values and all(finite(v) for v in values):  # sample_from numbers
         return "linear", []
     if categories is None:
         categories = sorted({repr(v): v for v in values}.values(), key=str)

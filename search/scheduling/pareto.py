@@ -24,7 +24,7 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.sample import Domain
 
 from search.door.domains import domain_choices
-from trainables.metrics import EPOCH
+from trainables.metrics import EPOCH, finite_float
 
 # A child run's tune_run.pareto tag, and how pareto.png draws each kind of trial.
 ON_FRONT, DOMINATED, EARLY, NO_VALUE = "on-front", "dominated", "stopped-early", "no-value"
@@ -155,10 +155,10 @@ def pareto_rows(spec, histories: list[tuple[Any, list[dict]]],
     rows = []
     for trial, history in histories:
         last = history[-1] if history else {}
-        values = {o.metric: _finite(last.get(o.metric)) for o in objectives}
+        values = {o.metric: finite_float(last.get(o.metric)) for o in objectives}
         full = bool(history) and ran_to_the_end(last, spec.max_epochs)
         rows.append({"trial": trial.trial_id, "epochs": int(last.get(EPOCH, 0)), "full": full,
-                     **values, "params": _finite(last.get("params")),
+                     **values, "params": finite_float(last.get("params")),
                      **{k: trial.config.get(k) for k in spec.dimensions}})
     scored = {r["trial"]: r for r in rows if r["full"] and None not in (r[o.metric] for o in objectives)}
     on_front = front(scored, objectives)
@@ -247,11 +247,6 @@ def _plot_front(rows: list[dict[str, Any]], objectives: list[Objective], path: P
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
-
-
-def _finite(value: Any) -> float | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else None
 
 
 def _rank(value: float | None, objective: Objective) -> float:
