@@ -70,11 +70,6 @@ def _may_be(value: Any, wanted: Any) -> bool:
     return value == wanted or isinstance(value, Domain)  # a sample_from: it may
 
 
-def dominates(a: dict[str, float], b: dict[str, float], objectives: list[Objective]) -> bool:
-    """Whether `a` is at least as good as `b` in every objective and better in one."""
-    return _beats(_maximised(a, objectives), _maximised(b, objectives))
-
-
 def front(points: dict[str, dict[str, float]], objectives: list[Objective]) -> set[str]:
     """The ids of the points no other point dominates: the first layer of non-dominated sorting."""
     layers = nondominated_layers({i: _maximised(p, objectives) for i, p in points.items()})
@@ -122,6 +117,7 @@ def crowding_distances(vectors: dict[str, tuple[float, ...]],
 
 
 def _beats(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Whether `a` dominates `b`: at least as good in every (maximised) coordinate, better in one."""
     return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
 
 
