@@ -180,7 +180,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         from search.door.preflight import run_checks
 
-        checks = run_checks(spec, args.address, create=False)
+        checks = run_checks(spec, args.address)
         print(describe(spec))
         print("  checks passed (nothing was started or written):")
         for check in checks:

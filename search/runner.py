@@ -92,7 +92,7 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
     Ray's and MLflow's own output shows only with `verbose`; the console tells the search."""
     from search.scheduling.tuner import make_scheduler, new_tuner, restored_tuner, start_ray, trial_resources
 
-    run_checks(spec, address, create=False)  # tracking URI, storage, data, cluster address
+    run_checks(spec, address)  # tracking URI, storage, data, cluster address
     _fail_fast_over_http(spec.tracking_uri)
     quiet_outside_systems(verbose)
     loading = None if data is not None else _load_data_while_ray_starts(spec)

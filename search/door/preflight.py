@@ -32,10 +32,11 @@ class Check:
     detail: str
 
 
-def run_checks(spec: SearchSpec, address: str | None, create: bool = True) -> list[Check]:
+def run_checks(spec: SearchSpec, address: str | None) -> list[Check]:
     """Runs every check; returns what passed, or raises SpecError at the first that fails.
 
-    `create` makes the storage folder (a real run needs it); a dry run only checks it could be made.
+    Nothing is made: a real run makes the storage folder (`make_storage`) once everything passed,
+    so a refused search leaves nothing behind.
     """
     checks = [
         check_tracking_uri(spec.tracking_uri),
@@ -43,8 +44,6 @@ def run_checks(spec: SearchSpec, address: str | None, create: bool = True) -> li
         check_data(spec),
         check_address(address),
     ]
-    if create:  # only once everything passed: a refused search leaves nothing behind
-        make_storage(spec.storage)
     return checks
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from ray import tune
 
-from search.door.preflight import run_checks
+from search.door.preflight import make_storage, run_checks
 from search.door.spec import build_spec
 from tests.search.conftest import assert_refused, refuse_space_file, run_cli, space_file
 
@@ -78,10 +78,10 @@ def test_good_setup_passes_every_check_and_a_dry_run_writes_nothing(image_folder
                 "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
     spec = build_spec(Path("ok.py"), settings, {"lr": tune.uniform(0.01, 0.1)})
     before = set(tmp_path.iterdir())
-    checks = run_checks(spec, None, create=False)
+    checks = run_checks(spec, None)
     # One line per outside system, in the order --dry-run lists them.
     assert [c.name for c in checks] == ["tracking", "storage", "data", "cluster"]
     assert "can be created" in checks[0].detail and "3 classes" in checks[2].detail, checks
     assert set(tmp_path.iterdir()) == before
-    run_checks(spec, None)  # a real run makes the storage folder, once everything passed
+    make_storage(spec.storage)  # what a real run does next, once everything passed
     assert (tmp_path / "results").is_dir() and not (tmp_path / "mlflow.db").exists()
