@@ -38,13 +38,12 @@ def run_checks(spec: SearchSpec, address: str | None) -> list[Check]:
     Nothing is made: a real run makes the storage folder (`make_storage`) once everything passed,
     so a refused search leaves nothing behind.
     """
-    checks = [
+    return [
         check_tracking_uri(spec.tracking_uri),
         check_storage(spec.storage),
         check_data(spec),
         check_address(address),
     ]
-    return checks
 
 
 def check_tracking_uri(uri: str | None) -> Check:
