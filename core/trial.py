@@ -54,9 +54,9 @@ def model_spec(name: str, num_classes: int, in_channels: int, *, width: float, a
 
 def build_from_spec(spec: dict[str, Any],
                     epochs: int = 1) -> tuple[nn.Module, GradualPruner | ChannelPruner]:
-    """The dense model of `spec` and its pruner (checkpoints from before prune_method: unstructured)."""
+    """The dense model of `spec` and its pruner."""
     model = build_model(spec["name"], spec["num_classes"], spec["in_channels"], **spec["options"])
-    return model, make_pruner(model, spec.get("prune_method", "unstructured"), spec["prune_ratio"],
+    return model, make_pruner(model, spec["prune_method"], spec["prune_ratio"],
                               epochs, spec["in_channels"])
 
 

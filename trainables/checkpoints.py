@@ -50,7 +50,5 @@ def served_model(model: nn.Module, folder: str | Path) -> Classifier:
     """`model`, trained to the checkpoint in `folder`, as users take it away: pruning made permanent,
     with the normalisation, class names and image size the checkpoint recorded (core/served.py)."""
     state = load(folder)
-    classes = state.get("classes") or [str(i) for i in range(state["model_spec"]["num_classes"])]
-    # Checkpoints from before the image size was recorded: CIFAR's 32 pixels.
-    image_size = state.get("image_size", 32)
-    return Classifier(final_weights(model).eval(), state["mean"], state["std"], classes, image_size)
+    return Classifier(final_weights(model).eval(), state["mean"], state["std"], state["classes"],
+                      state["image_size"])

@@ -59,7 +59,7 @@ def train_classifier(config: dict, data: Dataset | None, settings: TrialSettings
             tune.report(metrics | {"val_loss": math.inf, "diverged": 1})
             return
         with tempfile.TemporaryDirectory() as folder:
-            checkpoints.save(folder, **trial.training_state(), epoch=epoch, hparams=hp,
+            checkpoints.save(folder, **trial.training_state(), epoch=epoch,
                              mean=data.mean, std=data.std, classes=data.classes,
                              image_size=data.image_size)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

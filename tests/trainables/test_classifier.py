@@ -44,7 +44,14 @@ def test_fine_tuning_loads_the_weights_and_trains_only_the_head(local_ray, image
     result = grid[0]
     assert result.metrics["training_iteration"] == 2
 
-    trained = checkpoints.load(result.checkpoint.path)["model"]
+    state = checkpoints.load(result.checkpoint.path)
+    # Exactly what a restore (core/trial.py) and the served model read: nothing written unread.
+    assert set(state) == {"model", "optimizer", "schedule", "torch_rng", "generator", "model_spec",
+                          "epoch", "mean", "std", "classes", "image_size"}
+    served = checkpoints.served_model(checkpoints.model_from_checkpoint(result.checkpoint.path),
+                                      result.checkpoint.path)
+    assert (served.classes, served.image_size) == (data.classes, data.image_size)
+    trained = state["model"]
     for name, tensor in source.state_dict().items():
         if name.startswith("fc."):
             assert trained[name].shape[0] == 3  # a new head for the data set's 3 classes
