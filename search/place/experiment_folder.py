@@ -209,8 +209,8 @@ def search_state(experiment_path: str | Path) -> SearchState | None:
     settings = saved_settings(path)
     if settings is None:
         return None
-    metric, mode = settings.get("metric", "val_acc"), settings.get("mode", "max")
-    total = int(settings.get(TOTAL_TRIALS, settings.get("num_samples", 0)))
+    metric, mode = settings["metric"], settings["mode"]
+    total = int(settings[TOTAL_TRIALS])
     resumable = can_resume(path)
     saved = trials(path) if resumable else []
     done = sum(t.status in (Trial.TERMINATED, Trial.ERROR) for t in saved)

@@ -23,6 +23,7 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.sample import Domain
 
+from core.hparams import HPARAMS
 from search.door.domains import domain_choices
 from trainables.metrics import EPOCH, finite_float
 
@@ -56,8 +57,8 @@ def rung_objectives(spec) -> tuple[tuple[str, str], ...]:
 def judged_on_last_epoch(spec) -> bool:
     """Whether trials are judged (and their model kept) at their last epoch rather than their best:
     with several objectives, or where channel pruning can shrink the model after its best epoch."""
-    method = spec.space.get("prune_method", "unstructured")
-    ratio = spec.space.get("prune_ratio", 0.0)
+    method = spec.space.get("prune_method", HPARAMS["prune_method"].default)
+    ratio = spec.space.get("prune_ratio", HPARAMS["prune_ratio"].default)
     prunes = not isinstance(ratio, (int, float)) or ratio > 0
     return len(spec_objectives(spec)) > 1 or (prunes and _may_be(method, "channel"))
 
