@@ -47,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
                    "file beside an earlier run's JSON again (after a change to a section's report)")
     p.add_argument("--budget-s", type=float, help="section gpu: total seconds to size its parts to "
                    "(default 420; 60 with --quick)")
+    p.add_argument("--base-commit", help="section startup: the commit to compare this checkout with "
+                   "(default: the code before round 3's start-up work)")
     p.add_argument("--allow-cpu", action="store_true", help="section gpu: run on the CPU when there "
                    "is no GPU")
     return p
@@ -96,7 +98,7 @@ def run_file(results: str, sections: list[Section], args, argv: list[str]) -> tu
     metadata (None when every one was skipped), and the sections that failed."""
     raw = run_meta(["-m", "benchmarks.run", *argv], args.quick) | {"sizes": {}, "sections": []}
     failed, start = [], time.perf_counter()
-    options = {"budget_s": args.budget_s, "allow_cpu": args.allow_cpu}
+    options = {"budget_s": args.budget_s, "allow_cpu": args.allow_cpu, "base_commit": args.base_commit}
     for section in sections:
         sizes = section.quick if args.quick else section.full
         work = Path(tempfile.mkdtemp(prefix=f"tune-run-bench-{section.name}-"))

@@ -8,7 +8,8 @@ functions, so that this registry, `--list` and the GPU section import with torch
 from __future__ import annotations
 
 from benchmarks.harness import Section
-from benchmarks.sections import cluster_data, gpu, orchestration, pruning, resume_chaos, searches, throughput
+from benchmarks.sections import (cluster_data, gpu, orchestration, pruning, resume_chaos, searches,
+                                 startup, throughput)
 
 SECTIONS: tuple[Section, ...] = (
     *throughput.SECTIONS,  # compute, trial, baseline
@@ -17,6 +18,7 @@ SECTIONS: tuple[Section, ...] = (
     *pruning.SECTIONS,  # pruning, pareto
     *cluster_data.SECTIONS,
     *resume_chaos.SECTIONS,
+    *startup.SECTIONS,
     *gpu.SECTIONS,
 )
 BY_NAME = {s.name: s for s in SECTIONS}
@@ -31,4 +33,5 @@ RESULTS_FILES: dict[str, tuple[str, str]] = {
     "RESULTS-resume-chaos.md": ("Interrupted and resumed searches (section resume-chaos)",
                                 "RESULTS-resume-chaos.json"),
     "RESULTS-gpu.md": ("tune-run on one GPU", "RESULTS-gpu.json"),
+    "RESULTS-startup.md": ("Start-up of a tiny search (section startup)", "RESULTS-startup.json"),
 }

@@ -1,4 +1,4 @@
-"""Start-up: where the wall time of a tiny search goes, on this code and on an older commit.
+"""Section `startup`: where the wall time of a tiny search goes, on this code and on an older commit.
 
 The search is `spaces/digits.py --quick` (4 trials, at most 3 epochs, ASHA), run through the real
 `tune-run` command line in a fresh process, each with its own storage folder and SQLite store. A
@@ -31,7 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.harness import REPO, Context, Report, Section, Table, Target
+
+RESULTS = "RESULTS-startup.md"
+BASE_COMMIT = "1e7d004"  # the code before round 3's start-up work (the issue's "today")
 SPACE = "spaces/digits.py"
 CONCURRENT_TRIALS = 2  # digits.py: one CPU per trial on this 2-core machine
 
@@ -136,16 +139,50 @@ def medians(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def base_worktree(commit: str, where: Path) -> Path:
-    """A detached worktree of `commit` (the code before the change) at `where`."""
+    """A detached worktree of `commit` (the code before the change) at `where`, kept for the next
+    run; it runs on this checkout's virtual environment (PYTHONPATH puts its code first)."""
     if not (where / SPACE).exists():
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-f", str(where),
                         commit], check=True, capture_output=True)
     return where
 
 
-if __name__ == "__main__":
-    base = base_worktree(sys.argv[1] if len(sys.argv) > 1 else "1e7d004",
-                         Path(tempfile.gettempdir()) / "tune-run-startup-base")
-    result = compare(base, repeats=int(sys.argv[2]) if len(sys.argv) > 2 else 1)
-    for label, runs in result.items():
-        print(label, {k: round(v, 2) for k, v in medians(runs).items()})
+HALF = Target("the tiny search's wall time <= 0.5 x the same search on the code before", "<=", 0.5)
+PHASES = (("imports", "imports (Python, torch, Ray, MLflow, tune-run)"),
+          ("checks", "checks and data, up to ray.init"), ("ray", "ray.init"),
+          ("to_fit", "Tuner built, up to fit()"),
+          ("actors", "trial workers started, up to the first epoch"),
+          ("training", "training (trials' own epochs / trials at once)"),
+          ("between", "between epochs and trials (scheduling, checkpoints)"),
+          ("fit_end", "last result to fit() returning"),
+          ("record", "after fit(): MLflow record, best model, card, report, Ray's shutdown"),
+          ("wall", "wall time"), ("store", "of which MLflow store construction (may overlap)"))
+
+
+def run_startup(ctx: Context) -> dict:
+    commit = ctx.options.get("base_commit") or BASE_COMMIT
+    base = base_worktree(commit, Path(tempfile.gettempdir()) / f"tune-run-startup-{commit}")
+    return {"base_commit": commit, "repeats": ctx.sizes, "runs": compare(base, ctx.sizes)}
+
+
+def report_startup(raw: dict) -> Report:
+    r = raw["startup"]
+    before, after = medians(r["runs"]["before"]), medians(r["runs"]["after"])
+    ratio = after["wall"] / before["wall"]
+    rows = [[label, f"{before[key]:.2f}", f"{after[key]:.2f}", f"{after[key] - before[key]:+.2f}"]
+            for key, label in PHASES]
+    return Report("Start-up: a tiny search, before and after, split by phase", [
+        f"`tune-run {SPACE} --quick` (4 trials, at most 3 epochs, ASHA; {after['epochs']:.0f} epochs "
+        f"trained), each run in a fresh process with its own storage and SQLite store, the code of "
+        f"commit {r['base_commit']} ('before') and of this checkout ('after') alternately, "
+        f"{r['repeats']} times each; medians in seconds. The phases are timed from outside the code "
+        "(benchmarks/sections/startup.py says how).",
+        Table(["phase", "before s", "after s", "change s"], rows)],
+        [HALF.check(ratio, f"{after['wall']:.1f} s against {before['wall']:.1f} s: {ratio:.2f}x")])
+
+
+SECTIONS = (
+    Section("startup", "a tiny search (digits --quick) on this code and on the code before, split "
+            "into imports, Ray, store, actors, training and record", RESULTS, run_startup,
+            report_startup, (HALF,), 3, 1),
+)
