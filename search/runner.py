@@ -123,13 +123,12 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
     finally:
         console.close()
         stores.pull(spec.storage, spec.name)  # S3: the result files the nodes and Ray wrote
-    record = _opened_record(opening, spec)
     finished = not callback.unfinished and all_trials_ended(spec)
     results, model = summarise(spec, grid, data) if finished else (None, None)
     if results:
         (spec.experiment_path / DONE).write_text(json.dumps(results.summary(), indent=2))
         stores.push(spec.storage, spec.name, DONE)
-    _record_with_retries(spec, record, results.summary() if results else None, model)
+    _record_with_retries(spec, opening, results.summary() if results else None, model)
     return Outcome(finished, results, resume_command(spec))
 
 
@@ -145,8 +144,10 @@ def _load_data_while_ray_starts(spec: SearchSpec) -> Future:
 
 def _open_record(spec: SearchSpec) -> Future:
     """The search's MLflow record (parent run and settings), opened while Ray starts the trials'
-    workers when the store is local: a new SQLite store takes seconds to create its tables. A
-    server's store opens at once, here, so that a refusal comes before any training."""
+    workers when the store is local: the first new SQLite store of an MLflow version builds its
+    template (seconds; search/record/sqlite_store.py), and a store MLflow would refuse was refused
+    by preflight before Ray started. A server's store opens at once, here, so that a refusal comes
+    before any training."""
     if (spec.tracking_uri or "").startswith(("http://", "https://")):
         opening: Future = Future()
         opening.set_result(_new_record(spec))
@@ -219,19 +220,21 @@ class _DriverMark:
             stores.remove(self._spec.storage, self._spec.name, DRIVER)
 
 
-def _record_with_retries(spec: SearchSpec, record: SearchRecord, summary: dict | None,
+def _record_with_retries(spec: SearchSpec, opening: Future, summary: dict | None,
                          model: torch.nn.Module | None, waits_s: tuple[float, ...] = (5, 10, 20)) -> None:
-    """record_search, waiting a little for a tracking server that is away; if it stays away,
-    Ray's files keep everything and `tune-run sync` completes the record later."""
+    """record_search into the record `opening` opened (opened again if that failed), waiting a
+    little for a tracking server that is away; if it stays away, Ray's files keep everything and
+    `tune-run sync` completes the record later."""
     for wait in (*waits_s, None):
         try:
-            record_search(spec, record, summary, model)
+            record_search(spec, _opened_record(opening, spec), summary, model)
             return
         except Exception as e:  # the store is out of our hands
             if wait is None:
                 print(f"tune-run: warning: the MLflow record is incomplete ({first_line(e)}); "
-                      f"complete it with `tune-run sync {spec.name} --storage "
-                      f"{stores.tune_storage_path(spec.storage)}`", file=sys.stderr)
+                      f"Ray's results keep the search: rebuild the record with `tune-run sync "
+                      f"{spec.name} --storage {stores.tune_storage_path(spec.storage)}`",
+                      file=sys.stderr)
                 return
             print(f"tune-run: MLflow is not answering ({type(e).__name__}); retrying in {wait:g} s",
                   file=sys.stderr)

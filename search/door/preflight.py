@@ -86,9 +86,20 @@ def _check_sqlite(uri: str) -> str:
     if db.exists():
         if not os.access(db, os.W_OK):
             raise SpecError(f"--tracking-uri: {uri}: {db} is not writable")
-        return f"SQLite database {db} can be written"
+        return _check_sqlite_schema(db, uri)
     _check_creatable(db.parent, "--tracking-uri")
     return f"SQLite database {db} can be created"
+
+
+def _check_sqlite_schema(db: Path, uri: str) -> str:
+    """An existing store MLflow would refuse (a half-made or old schema) is refused here, before
+    Ray starts, not when the search ends and its record is written."""
+    from search.record.sqlite_store import StoreRefused, check_existing
+
+    try:
+        return check_existing(db, uri)
+    except StoreRefused as e:
+        raise SpecError(str(e)) from None
 
 
 def _check_database(uri: str) -> None:

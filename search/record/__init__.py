@@ -1,7 +1,8 @@
 """The record: everything MLflow.
 
 It owns the MLflow record of a search (one parent run, one nested child run per trial, every call
-through `MlflowClient`), the best model as an MLflow model with two flavours, and its model card.
+through `MlflowClient`), the best model as an MLflow model with two flavours, and its model card;
+and the local SQLite store, whole or absent however the process is killed (`sqlite_store`).
 No other package imports mlflow.
 """
 

@@ -23,6 +23,7 @@ from ray.tune.experiment import Trial
 from core.hparams import FAULT_KEY, resolve
 from search.record.outcome import TrialOutcome
 from search.record import resolve_tracking_uri
+from search.record.sqlite_store import make_whole
 from search.redact import first_line, redact
 from trainables.metrics import EPOCH, METRICS
 
@@ -61,6 +62,7 @@ class SearchRecord:
         # MLflow prints a run's URL, credentials included, when the run ends: never here.
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        make_whole(self.tracking_uri)  # a new SQLite store comes whole, from a template
         self.client = MlflowClient(self.tracking_uri)
         self.search_key, self.name = search_key, name
         found = self.client.get_experiment_by_name(experiment)

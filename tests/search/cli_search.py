@@ -45,9 +45,10 @@ class Search:
         """)
         self.folder = work / "results" / "interrupted"
 
-    def start(self, *flags: str) -> subprocess.Popen:
+    def start(self, *flags: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """`env`: more environment variables (test hooks) for this run."""
         env = {"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"], "HOME": str(self.work),
-               "TUNE_RUN_TEST_FAULTS": "1"}
+               "TUNE_RUN_TEST_FAULTS": "1", **(env or {})}
         return subprocess.Popen(
             [sys.executable, "-m", "search.cli", str(self.space), *flags], cwd=self.work,
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

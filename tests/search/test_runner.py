@@ -128,3 +128,25 @@ def test_a_beat_after_the_mark_was_removed_writes_nothing(tmp_path, monkeypatch)
     mark.write()  # the heartbeat's late beat
     assert bucket.landings == ["beat", "removed"]
     assert not (spec.experiment_path / folder.DRIVER).exists()
+
+
+def test_a_record_that_cannot_be_written_at_the_end_says_how_to_rebuild_it(tmp_path, monkeypatch,
+                                                                           capsys):
+    # The store failed while the search ran and fails again at the end: Ray's results keep the
+    # search, and the one line names the command that rebuilds the record from them.
+    from concurrent.futures import Future
+
+    import search.runner as runner
+
+    def refused(spec):
+        raise RuntimeError("Detected out-of-date database schema")
+
+    monkeypatch.setattr(runner, "_new_record", refused)
+    spec = build_spec(tmp_path / "space.py", {"dataset": "digits", "storage": str(tmp_path),
+                                              "name": "lost"}, {"lr": tune.uniform(0.01, 0.1)})
+    opening = Future()
+    opening.set_exception(RuntimeError("Detected out-of-date database schema"))
+    runner._record_with_retries(spec, opening, None, None, waits_s=())
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "out-of-date database schema" in line
+    assert f"`tune-run sync lost --storage {tmp_path}`" in line
