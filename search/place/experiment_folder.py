@@ -57,6 +57,7 @@ def _rows(text: str) -> list[dict]:
             rows.setdefault(int(row[EPOCH]), row)
     return [rows[step] for step in sorted(rows)]
 
+
 def merged_result_text(older: str, newer: str) -> str:
     """One trial's result.json from two copies of it that may each lack lines of the other (the
     storage's copy lags behind the driver's): every line of either once, in epoch order. A step
@@ -73,7 +74,6 @@ def _whole_row(line: str) -> bool:
         return EPOCH in json.loads(line)
     except ValueError:
         return False
-
 
 
 def trials(experiment_path: str | Path) -> list:
