@@ -211,7 +211,8 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         _shutdown_ray()
     if not outcome.finished:
-        print(f"Search {spec.name!r} stopped before the end; resume it with:", file=sys.stderr)
+        print(f"Search {spec.name!r} stopped before the end ({outcome.left}); resume it with:",
+              file=sys.stderr)
         print(outcome.resume_command)
         return EXIT_INTERRUPTED
     _print_results(spec, outcome.results)

@@ -12,7 +12,7 @@ import shutil
 import sys
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,7 @@ class Outcome:
     finished: bool
     results: SearchResults | None
     resume_command: str
+    left: str = ""  # what was left unended, for a search that stopped before the end
 
 
 def experiment_state(spec: SearchSpec) -> str:
@@ -129,17 +130,30 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
         (spec.experiment_path / DONE).write_text(json.dumps(results.summary(), indent=2))
         stores.push(spec.storage, spec.name, DONE)
     _record_with_retries(spec, opening, results.summary() if results else None, model)
-    return Outcome(finished, results, resume_command(spec))
+    left = "" if finished else experiment_folder.unended_text(spec.experiment_path, total_trials(spec))
+    return Outcome(finished, results, resume_command(spec), left)
 
 
 def _load_data_while_ray_starts(spec: SearchSpec) -> Future:
     """The data set, decoded in a thread: `ray.init` mostly waits for Ray's processes to come up,
     and decoding (or reading the cache) takes seconds of its own."""
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tune-run data")
-    loading = pool.submit(load_dataset, spec.dataset, spec.data_dir, spec.val_fraction, spec.subset,
-                          spec.seed, image_size=spec.image_size)
-    pool.shutdown(wait=False)
-    return loading
+    return _in_background("tune-run data", load_dataset, spec.dataset, spec.data_dir,
+                          spec.val_fraction, spec.subset, spec.seed, image_size=spec.image_size)
+
+
+def _in_background(name: str, fn, *args, **kwargs) -> Future:
+    """fn(*args, **kwargs) in a daemon thread: a search that fails or is interrupted meanwhile
+    exits at once rather than waiting for it (a first decode of a big data set takes minutes)."""
+    done: Future = Future()
+
+    def run() -> None:
+        try:
+            done.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # handed to whoever waits for the result
+            done.set_exception(e)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return done
 
 
 def _open_record(spec: SearchSpec) -> Future:
@@ -152,10 +166,7 @@ def _open_record(spec: SearchSpec) -> Future:
         opening: Future = Future()
         opening.set_result(_new_record(spec))
         return opening
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tune-run record")
-    opening = pool.submit(_new_record, spec)
-    pool.shutdown(wait=False)  # the opening goes on; the pool takes no more
-    return opening
+    return _in_background("tune-run record", _new_record, spec)
 
 
 def _opened_record(opening: Future, spec: SearchSpec) -> SearchRecord:

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainables.metrics import EPOCH
 from benchmarks.harness import Context, Report, Section, Table, Target, tune_run_command, write_space
 
 RESULTS = "RESULTS-resume-chaos.md"
@@ -72,7 +73,7 @@ def epochs_trained(folder: Path, max_epochs: int) -> tuple[int, int]:
     for path in folder.glob("*/result.json"):
         lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         rows += len(lines)
-        complete += any(r["training_iteration"] == max_epochs for r in lines)
+        complete += any(r[EPOCH] == max_epochs for r in lines)
     return rows, complete
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from search.errors import SpecError
-from search.record import DEFAULT_TRACKING_URI
+from search.record import DEFAULT_TRACKING_URI, resolve_tracking_uri
 from search.redact import redact
 from search.door.spec import SearchSpec
 
@@ -50,6 +50,7 @@ def check_tracking_uri(uri: str | None) -> Check:
     from search.record.tracking import TrackingUnreachable, check_reachable
 
     if not uri:
+        _check_sqlite(resolve_tracking_uri(None))  # an old or broken ./mlflow.db is refused too
         return Check("tracking", f"MLflow's default store, {DEFAULT_TRACKING_URI} in this folder")
     scheme = urlparse(uri).scheme.split("+")[0].lower()
     if len(scheme) == 1:  # a Windows drive letter, not a scheme
@@ -75,12 +76,11 @@ def check_tracking_uri(uri: str | None) -> Check:
 
 
 def _check_sqlite(uri: str) -> str:
-    path = uri.split("://", 1)[1]
-    if path.startswith("/"):
-        path = path[1:]  # sqlite:///relative.db and sqlite:////absolute.db
-    if not path or path == ":memory:":
+    from search.record.sqlite_store import sqlite_file
+
+    db = sqlite_file(uri)
+    if db is None:
         raise SpecError(f"--tracking-uri: {uri}: name a database file, e.g. {DEFAULT_TRACKING_URI}")
-    db = Path(path)
     if db.exists() and not db.is_file():
         raise SpecError(f"--tracking-uri: {uri}: {db} is not a file")
     if db.exists():

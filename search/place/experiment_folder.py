@@ -116,6 +116,21 @@ def all_trials_ended(experiment_path: str | Path, total_trials: int) -> bool:
     return ended and len(saved) >= total_trials
 
 
+def unended_text(experiment_path: str | Path, total_trials: int) -> str:
+    """What Ray's saved state leaves unended: its trials not finished, stopped or errored, by
+    status, and the trials not yet created."""
+    from collections import Counter
+
+    from ray.tune.experiment import Trial
+
+    saved = trials(experiment_path)
+    left = Counter(t.status for t in saved if t.status not in (Trial.TERMINATED, Trial.ERROR))
+    parts = [f"{n} {status.lower()}" for status, n in sorted(left.items())]
+    if len(saved) < total_trials:
+        parts.append(f"{total_trials - len(saved)} not started")
+    return ", ".join(parts) or f"all {len(saved)} trials ended"
+
+
 def trial_folders(experiment_path: str | Path) -> list[Path]:
     """The folders of trials that reported at least once."""
     path = Path(experiment_path)
@@ -210,7 +225,8 @@ def search_state(experiment_path: str | Path) -> SearchState | None:
     if settings is None:
         return None
     metric, mode = settings["metric"], settings["mode"]
-    total = int(settings[TOTAL_TRIALS])
+    # a search saved before tune-run kept its total (dd821a3) counts num_samples, its grid aside
+    total = int(settings.get(TOTAL_TRIALS, settings.get("num_samples", 0)))
     resumable = can_resume(path)
     saved = trials(path) if resumable else []
     done = sum(t.status in (Trial.TERMINATED, Trial.ERROR) for t in saved)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
-from search.place.storage import cache_root
+from core.cache import cache_root
 
 TEMPLATES = "mlflow-stores"  # folder of the templates, in the cache folder
 PAUSE_ENV = "TUNE_RUN_TEST_STORE_PAUSE"
@@ -40,10 +40,12 @@ class StoreRefused(Exception):
 
 
 def sqlite_file(uri: str) -> Path | None:
-    """The database file of a sqlite:/// tracking URI; None for any other store."""
-    if not uri.startswith("sqlite:///"):
+    """The database file of a sqlite:/// tracking URI (sqlite+pysqlite:/// too); None for any
+    other store, and for an in-memory or unnamed database."""
+    scheme, _, rest = uri.partition(":///")
+    if scheme.split("+")[0].lower() != "sqlite" or not rest:
         return None
-    path = uri.removeprefix("sqlite:///").split("?", 1)[0]  # sqlite:////abs/m.db, sqlite:///rel.db
+    path = rest.split("?", 1)[0]  # sqlite:////abs/m.db, sqlite:///rel.db
     return Path(path) if path and path != ":memory:" else None
 
 
@@ -67,6 +69,9 @@ def check_existing(db: Path, uri: str) -> str:
 
     try:
         revision, remade = _revision(db), _half_made(db)
+    except sqlite3.OperationalError as e:  # locked by another process, or unreadable: not foreign
+        raise StoreRefused(f"--tracking-uri: {uri}: {db} cannot be read now ({e}); is another "
+                           f"program holding it? Try again, or give another --tracking-uri") from None
     except sqlite3.DatabaseError as e:
         raise StoreRefused(f"--tracking-uri: {uri}: {db} is not an MLflow SQLite store ({e}); "
                            f"move it away, or give another --tracking-uri") from None

@@ -23,7 +23,7 @@ from ray.tune.experiment import Trial
 from core.hparams import FAULT_KEY, resolve
 from search.record.outcome import TrialOutcome
 from search.record import resolve_tracking_uri
-from search.record.sqlite_store import make_whole
+from search.record.sqlite_store import make_whole, sqlite_file
 from search.redact import first_line, redact
 from trainables.metrics import EPOCH, METRICS
 
@@ -196,10 +196,9 @@ class SearchRecord:
              name: str) -> SearchRecord | None:
         """The record of a search the store already holds, else None; creates nothing (not even
         a SQLite file)."""
-        import mlflow
-
         uri = resolve_tracking_uri(tracking_uri)
-        if uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
+        db = sqlite_file(uri)
+        if db is not None and not db.exists():
             return None
         client = MlflowClient(uri)
         found = client.get_experiment_by_name(experiment)

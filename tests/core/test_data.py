@@ -219,3 +219,16 @@ def test_unknown_dataset_lists_choices():
         load_dataset("mnist", None)
     for name in DATASETS:
         assert name in str(e.value)
+
+
+def test_digits_are_the_rows_scikit_learn_loads():
+    """core/data.py reads scikit-learn's bundled CSV itself (importing scikit-learn costs seconds)."""
+    from sklearn.datasets import load_digits
+
+    from core.data import _digits
+
+    x, y, classes = _digits()
+    bunch = load_digits()
+    assert np.array_equal(x, (bunch.images * (255.0 / 16.0)).round().astype(np.uint8)[:, None])
+    assert np.array_equal(y, bunch.target)
+    assert classes == [str(c) for c in bunch.target_names]

@@ -201,3 +201,38 @@ def test_an_old_schema_store_is_refused_before_ray_starts(using, workdir, capsys
     import ray
 
     assert not ray.is_initialized()
+
+
+@pytest.mark.bad_input
+def test_an_old_schema_default_store_is_refused_before_ray_starts(using, workdir, capsys):
+    """No --tracking-uri: the default ./mlflow.db is checked the same way."""
+    db, _ = _store_with_a_run(workdir)
+    _set_revision(db, _older_revision())
+    (workdir / "bad.py").write_text(space_file())
+    before = set(workdir.iterdir())
+    code, err = run_cli(["bad.py"], capsys)
+    assert_refused(code, err, ["sqlite:///mlflow.db", "old schema", "mlflow db upgrade"], workdir,
+                   before)
+
+
+@pytest.mark.parametrize("uri, path", [
+    ("sqlite:///mlflow.db", "mlflow.db"), ("sqlite:////abs/m.db", "/abs/m.db"),
+    ("sqlite+pysqlite:///x.db", "x.db"), ("sqlite:///m.db?timeout=20", "m.db"),
+    ("sqlite:///:memory:", None), ("sqlite://", None), ("postgresql://h/db", None),
+    ("http://127.0.0.1:5000", None)])
+def test_the_database_file_of_a_tracking_uri(uri, path):
+    assert sqlite_store.sqlite_file(uri) == (Path(path) if path else None)
+
+
+def test_a_store_another_program_holds_locked_is_not_called_foreign(tmp_path, monkeypatch):
+    # the lock stood in for: a real one holds the check for its 10-s busy timeout
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"")
+
+    def locked(_db):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(sqlite_store, "_revision", locked)
+    with pytest.raises(StoreRefused, match="cannot be read now") as refused:
+        check_existing(db, f"sqlite:///{db}")
+    assert "not an MLflow" not in str(refused.value)
