@@ -7,7 +7,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 DATA ?= $(firstword $(wildcard data/cifar10 ../shared/datasets/cifar10))
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint
+.PHONY: run test test-fast lint
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,6 +22,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The edit loop: everything but the end-to-end searches (marked slow), in about two minutes.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
 
 lint: $(STAMP)
 	$(PY) -m pip install -q ruff && $(VENV)/bin/ruff check .

@@ -23,10 +23,10 @@ from typing import Any
 
 from search.door.domains import describe as describe_domain
 from search.door.domains import domain_choices, is_grid
+from search.door.spec import SETTINGS, SearchSpec, load_spec
 from search.errors import SpecError
 from search.record import DEFAULT_TRACKING_URI, resolve_tracking_uri
 from search.redact import first_line, redact, redact_text
-from search.door.spec import SETTINGS, SearchSpec, load_spec
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -239,8 +239,8 @@ def _saved_spec(args: argparse.Namespace) -> SearchSpec:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from search.report.leaderboard import REPORT_DIR, leaderboard_markdown, log_report
     from search.record.tracking import SearchRecord
+    from search.report.leaderboard import REPORT_DIR, leaderboard_markdown, log_report
 
     spec = _saved_spec(args)
     out = Path(args.out) if args.out else spec.experiment_path / REPORT_DIR
@@ -260,8 +260,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def _ls(args: argparse.Namespace) -> int:
     from search.place.experiment_folder import ago, resume_command, search_states
-    from search.report.leaderboard import leaderboard_markdown
     from search.place.storage import pull_all, tune_storage_path
+    from search.report.leaderboard import leaderboard_markdown
 
     location = args.storage or SETTINGS["storage"].default
     storage = tune_storage_path(location)  # the folder, or the s3:// URI

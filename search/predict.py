@@ -8,12 +8,12 @@ resizes it as the training images were.
 from __future__ import annotations
 
 from core.images import ImageError, fit, open_image
+from search.door.spec import SearchSpec
 from search.errors import SpecError
 from search.record import resolve_tracking_uri
+from search.record.tracking import SearchRecord
 from search.redact import redact
 from search.report.results import MODEL_NAME
-from search.door.spec import SearchSpec
-from search.record.tracking import SearchRecord
 
 TOP = 3
 

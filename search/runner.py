@@ -20,22 +20,22 @@ from pathlib import Path
 import torch
 
 from core.data import Dataset, load_dataset
+from search.console import SearchConsole, quiet_outside_systems
+from search.door.domains import grid_points
+from search.door.preflight import check_tracking_uri, make_storage, run_checks
+from search.door.spec import SearchSpec, load_spec
+from search.errors import SpecError
 from search.place import experiment_folder
 from search.place import storage as stores
 from search.place.cluster import check_data_reachable, check_shared_storage
-from search.console import SearchConsole, quiet_outside_systems
-from search.door.domains import grid_points
-from search.errors import SpecError
 from search.place.experiment_folder import DONE, DRIVER, SAVED_SETTINGS, SAVED_SPACE, TOTAL_TRIALS
-from search.scheduling.pareto import spec_objectives
-from search.door.preflight import check_tracking_uri, make_storage, run_checks
-from search.scheduling.promotion import spec_rungs
+from search.record.tracking import MlflowTracking, SearchRecord
 from search.redact import first_line
 from search.report.leaderboard import describe_runs, log_report
 from search.report.results import SearchResults, complete_parent_run, summarise
-from search.door.spec import SearchSpec, load_spec
 from search.report.sync import sync_trials
-from search.record.tracking import MlflowTracking, SearchRecord
+from search.scheduling.pareto import spec_objectives
+from search.scheduling.promotion import spec_rungs
 
 
 @dataclass

@@ -8,8 +8,16 @@ functions, so that this registry, `--list` and the GPU section import with torch
 from __future__ import annotations
 
 from benchmarks.harness import Section
-from benchmarks.sections import (cluster_data, gpu, orchestration, pruning, resume_chaos, searches,
-                                 startup, throughput)
+from benchmarks.sections import (
+                                 cluster_data,
+                                 gpu,
+                                 orchestration,
+                                 pruning,
+                                 resume_chaos,
+                                 searches,
+                                 startup,
+                                 throughput,
+)
 
 SECTIONS: tuple[Section, ...] = (
     *throughput.SECTIONS,  # compute, trial, baseline

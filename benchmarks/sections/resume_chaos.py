@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainables.metrics import EPOCH
 from benchmarks.harness import Context, Report, Section, Table, Target, tune_run_command, write_space
 
 RESULTS = "RESULTS-resume-chaos.md"
@@ -69,6 +68,8 @@ def kill_group(proc: subprocess.Popen) -> None:
 def epochs_trained(folder: Path, max_epochs: int) -> tuple[int, int]:
     """(rows in every trial's result.json: epochs trained, redone ones included; trials that
     reached max_epochs)."""
+    from trainables.metrics import EPOCH  # not at the top: the registry imports without tune-run
+
     rows, complete = 0, 0
     for path in folder.glob("*/result.json"):
         lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

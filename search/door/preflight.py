@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from search.door.spec import SearchSpec
 from search.errors import SpecError
 from search.record import DEFAULT_TRACKING_URI, resolve_tracking_uri
 from search.redact import redact
-from search.door.spec import SearchSpec
 
 # Schemes of MLflow tracking stores; a URI without one is a local folder (MLflow's file store).
 FILE_SCHEMES = ("", "file")

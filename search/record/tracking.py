@@ -21,8 +21,8 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from core.hparams import FAULT_KEY, resolve
-from search.record.outcome import TrialOutcome
 from search.record import resolve_tracking_uri
+from search.record.outcome import TrialOutcome
 from search.record.sqlite_store import make_whole, sqlite_file
 from search.redact import first_line, redact
 from trainables.metrics import EPOCH, METRICS
@@ -57,7 +57,6 @@ class SearchRecord:
     """Finds or creates the runs of one search in an MLflow store."""
 
     def __init__(self, tracking_uri: str | None, experiment: str, search_key: str, name: str):
-        import mlflow
 
         # MLflow prints a run's URL, credentials included, when the run ends: never here.
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"

@@ -20,13 +20,13 @@ from matplotlib.figure import Figure
 from ray.tune.experiment import Trial
 from ray.tune.search.sample import Float, Integer
 
-from search.place import experiment_folder
 from search.door.domains import domain_choices, is_log, value_set
-from search.errors import SpecError
-from search.scheduling.pareto import front_table, pareto_rows, rung_objectives, spec_objectives, write_front
 from search.door.spec import SearchSpec
+from search.errors import SpecError
+from search.place import experiment_folder
 from search.record.outcome import TrialOutcome, outcome_kind
 from search.record.tracking import SearchRecord
+from search.scheduling.pareto import front_table, pareto_rows, rung_objectives, spec_objectives, write_front
 from trainables.metrics import EPOCH, finite, finite_float
 
 REPORT_DIR = "report"  # in the experiment folder, and the artifact folder of the parent run

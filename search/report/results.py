@@ -11,12 +11,19 @@ from ray.tune import ResultGrid
 from core.augment import BatchAugment
 from core.data import Dataset
 from core.train import evaluate
-from search.record.model_card import ship_best_model
-from search.scheduling.pareto import Objective, best_row, front_table, judged_on_last_epoch, pareto_rows, spec_objectives
-from search.report.leaderboard import leaderboard_markdown, leaderboard_rows, trial_histories
 from search.door.spec import SearchSpec
 from search.place.storage import checkpoint_location, local_folder
+from search.record.model_card import ship_best_model
 from search.record.tracking import SearchRecord
+from search.report.leaderboard import leaderboard_markdown, leaderboard_rows, trial_histories
+from search.scheduling.pareto import (
+    Objective,
+    best_row,
+    front_table,
+    judged_on_last_epoch,
+    pareto_rows,
+    spec_objectives,
+)
 from trainables.checkpoints import model_from_checkpoint, served_model
 
 MODEL_NAME = "best_model"

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from ray.tune.experiment import Trial
 
-from search.place.experiment_folder import result_rows, trials
-from search.scheduling.promotion import spec_rungs
 from search.door.spec import SearchSpec
+from search.place.experiment_folder import result_rows, trials
 from search.record.outcome import TrialOutcome
 from search.record.tracking import SearchRecord, epoch_metrics, run_name, trial_params
+from search.scheduling.promotion import spec_rungs
 from trainables.metrics import EPOCH
 
 

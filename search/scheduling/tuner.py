@@ -12,13 +12,18 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from core.data import Dataset
-from search.place.cluster import data_source
-from search.errors import SpecError
-from search.scheduling.pareto import FinalResultsOptuna, judged_on_last_epoch, rung_objectives, spec_objectives
-from search.scheduling.promotion import PausedTrialsWait, PromotionASHA
 from search.door.spec import SearchSpec
+from search.errors import SpecError
+from search.place.cluster import data_source
 from search.place.result_log import WholeResultLog
 from search.place.storage import is_remote, tune_storage_path
+from search.scheduling.pareto import (
+    FinalResultsOptuna,
+    judged_on_last_epoch,
+    rung_objectives,
+    spec_objectives,
+)
+from search.scheduling.promotion import PausedTrialsWait, PromotionASHA
 from trainables.classifier import TrialSettings, train_classifier
 from trainables.metrics import EPOCH
 

@@ -33,9 +33,9 @@ from core.hparams import resolve
 from core.optim import make_optimizer, make_schedule
 from core.pruning import sparsity_of
 from core.train import steps_per_epoch, train_epoch
+from search.record.tracking import SearchRecord
 from search.report import results
 from search.report.results import MODEL_NAME, complete_parent_run
-from search.record.tracking import SearchRecord
 from tests.conftest import make_image_folder
 from trainables import checkpoints
 

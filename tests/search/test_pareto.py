@@ -13,6 +13,7 @@ from optuna.samplers import TPESampler
 from optuna.trial import TrialState
 from ray import tune
 
+from search.door.spec import build_spec
 from search.scheduling.pareto import (
     DOMINATED,
     EARLY,
@@ -27,7 +28,6 @@ from search.scheduling.pareto import (
     pareto_rows,
     write_front,
 )
-from search.door.spec import build_spec
 
 ACC, LAT = Objective("val_acc", "max"), Objective("latency_ms", "min")
 BOTH = [ACC, LAT]

@@ -97,7 +97,7 @@ def test_two_interruptions_in_a_row_then_resume_with_optuna(image_folder, tmp_pa
     rows_before, midway, *_ = search.interrupt_when_two_finished_and_one_midway(
         search.start(), signal.SIGKILL, finished_at_least=1)
     proc = search.start("--resume")
-    time.sleep(12)  # Ray starts and the resumed trials train a little
+    _wait_for_a_new_epoch(search, proc, search.result_rows())  # the resumed trials train a little
     proc.send_signal(signal.SIGINT)
     injected("driver SIGINT")
     proc.communicate(timeout=120)
@@ -105,6 +105,14 @@ def test_two_interruptions_in_a_row_then_resume_with_optuna(image_folder, tmp_pa
     resumed = search.run("--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_one_clean_record(search, rows_before, midway, resumed.stdout + resumed.stderr)
+
+
+def _wait_for_a_new_epoch(search: Search, proc: subprocess.Popen, rows: dict[str, list[int]]) -> None:
+    deadline = time.time() + 120
+    while sum(map(len, search.result_rows().values())) <= sum(map(len, rows.values())):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, "the resumed search trained no epoch in 2 minutes"
+        time.sleep(0.2)
 
 
 def _saved_statuses(folder: Path) -> dict[str, str]:

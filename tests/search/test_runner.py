@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from ray import tune
 
-from search.runner import experiment_state, load_saved_spec, resume_command, total_trials
 from search.door.spec import build_spec
+from search.runner import experiment_state, load_saved_spec, resume_command, total_trials
 from tests.search.conftest import MAX_EPOCHS, refuse_space_file
 
 

@@ -11,9 +11,9 @@ import ray
 from ray import tune
 
 from core.data import load_dataset
+from search.door.spec import build_spec
 from search.errors import SpecError
 from search.runner import run_search
-from search.door.spec import build_spec
 from search.scheduling.tuner import new_tuner, start_ray
 
 pytestmark = pytest.mark.slow
