@@ -16,8 +16,16 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# Where no copy is found: the 12,000-image CIFAR-10 sample this repository ships, as an ImageFolder.
+SAMPLE := data/cifar10-sample
+
 run: $(STAMP)
-	$(VENV)/bin/tune-run spaces/resnet18.py --quick $(if $(DATA),--data-dir $(DATA)) \
+ifeq ($(DATA),)
+	@echo "make run: no CIFAR-10 copy in data/cifar10 or ../shared/datasets/cifar10;" \
+		"searching the sample shipped in benchmarks/data/cifar10-subset.npz ($(SAMPLE))"
+	$(PY) -m benchmarks.unpack_sample $(SAMPLE)
+endif
+	$(VENV)/bin/tune-run spaces/resnet18.py --quick --data-dir $(or $(DATA),$(SAMPLE)) \
 		--name resnet18-quick-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
