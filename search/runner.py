@@ -97,7 +97,7 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
     _fail_fast_over_http(spec.tracking_uri)
     quiet_outside_systems(verbose)
     loading = None if data is not None else _load_data_while_ray_starts(spec)
-    ours = start_ray(address, verbose) is not None  # a Ray this search started, and stops
+    start_ray(address, verbose)
     data = data if loading is None else loading.result()  # a bad image refuses here: nothing written
     trial_resources(spec)  # more GPUs per trial than the cluster has: refused before any record
     check_shared_storage(spec.storage)  # a local folder that other nodes cannot see: refused
@@ -126,22 +126,12 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
         stores.pull(spec.storage, spec.name)  # S3: the result files the nodes and Ray wrote
     finished = not callback.unfinished and all_trials_ended(spec)
     results, model = summarise(spec, grid, data) if finished else (None, None)
-    # The record needs no Ray: Ray's processes stop (a second or two of waiting) meanwhile.
-    stopping = _in_background("tune-run ray shutdown", _stop_ray) if ours else None
     if results:
         (spec.experiment_path / DONE).write_text(json.dumps(results.summary(), indent=2))
         stores.push(spec.storage, spec.name, DONE)
     _record_with_retries(spec, opening, results.summary() if results else None, model)
     left = "" if finished else experiment_folder.unended_text(spec.experiment_path, total_trials(spec))
-    if stopping is not None:
-        stopping.result()
     return Outcome(finished, results, resume_command(spec), left)
-
-
-def _stop_ray() -> None:
-    import ray
-
-    ray.shutdown()
 
 
 def _load_data_while_ray_starts(spec: SearchSpec) -> Future:
