@@ -17,15 +17,13 @@ from __future__ import annotations
 import pickle
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema, TensorSpec
 
 import core
 from core.served import Classifier, write_meta
-
-if TYPE_CHECKING:  # mlflow is imported where it is used: importing it costs a search's start
-    from mlflow.models import ModelSignature
 
 # Pickle, not torch.export's pt2: pt2 keeps the predictions but gives back a module whose eval() and
 # train() raise and that takes one image size only (tests/core/test_served.py; the README says more).
@@ -35,9 +33,6 @@ PYFUNC_LOADER = "core.served"
 
 def signature(classifier: Classifier) -> ModelSignature:
     """uint8 images (N, H, W, C) of any size in; class, probability and p_<class> columns out."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema, TensorSpec
-
     meta = classifier.meta()
     inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, meta["channels"]))])
     outputs = Schema([ColSpec("string", "class"), ColSpec("double", "probability")]

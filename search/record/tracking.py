@@ -15,6 +15,8 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
@@ -24,15 +26,6 @@ from search.record.outcome import TrialOutcome
 from search.record.sqlite_store import make_whole, sqlite_file
 from search.redact import first_line, redact
 from trainables.metrics import EPOCH, METRICS
-
-
-def _client(uri: str):
-    # mlflow is imported on first use, not with this module: its import (~1.5 s) then happens in
-    # the thread that opens the record while Ray starts, not before Ray starts.
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(uri)
-
 
 SEARCH_KEY = "tune_run.search_key"  # the experiment folder's absolute path
 TRIAL_ID = "tune_run.trial_id"
@@ -69,7 +62,7 @@ class SearchRecord:
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         make_whole(self.tracking_uri)  # a new SQLite store comes whole, from a template
-        self.client = _client(self.tracking_uri)
+        self.client = MlflowClient(self.tracking_uri)
         self.search_key, self.name = search_key, name
         found = self.client.get_experiment_by_name(experiment)
         self.experiment_id = (
@@ -93,8 +86,6 @@ class SearchRecord:
 
     def child(self, trial_id: str, run_name: str, params: dict[str, Any]) -> str:
         """The run of `trial_id`, reopened if it exists, else created with `params`."""
-        from mlflow.entities import Param
-
         if trial_id in self._children:
             return self._children[trial_id]
         runs = self._search(f"tags.`{PARENT}` = '{self.parent_id}' "
@@ -121,8 +112,6 @@ class SearchRecord:
     def log_epoch(self, run_id: str, step: int, metrics: dict[str, float], timestamp_ms: int,
                   tags: dict[str, str] | None = None) -> bool:
         """Logs one epoch's metrics in one batch; False (nothing logged) if `step` was logged."""
-        from mlflow.entities import Metric, RunTag
-
         logged = self._steps.setdefault(run_id, set())
         if step in logged:
             return False
@@ -152,8 +141,6 @@ class SearchRecord:
                      origin: str) -> None:
         """The search's settings and space as params of the parent run, and the space file under
         space/; what is logged already is kept (params cannot change)."""
-        from mlflow.entities import Param
-
         logged = self.client.get_run(self.parent_id).data.params
         params = [Param(k, str(v)) for k, v in sorted(settings.items()) if k not in logged]
         params += [Param(f"space.{k}", str(v)[:500]) for k, v in space.items()
@@ -184,8 +171,6 @@ class SearchRecord:
     def describe(self, run_id: str, markdown: str, tags: dict[str, str] | None = None) -> None:
         """The run's Description in the MLflow UI (MLflow's `mlflow.note.content` tag), and any
         other `tags` that say where the run stands; only what changed is written."""
-        from mlflow.entities import RunTag
-
         have = self.client.get_run(run_id).data.tags
         wanted = {NOTE: markdown, **(tags or {})}
         changed = [RunTag(k, v) for k, v in wanted.items() if have.get(k) != v]
@@ -194,8 +179,6 @@ class SearchRecord:
 
     def finish(self, run_id: str, status: str, tags: dict[str, str] | None = None) -> None:
         """Ends the run with `status` and `tags`; changes nothing when it already has them."""
-        from mlflow.entities import RunTag
-
         run = self.client.get_run(run_id)
         new_tags = {k: v for k, v in (tags or {}).items() if run.data.tags.get(k) != v}
         if new_tags:
@@ -216,7 +199,7 @@ class SearchRecord:
         db = sqlite_file(uri)
         if db is not None and not db.exists():
             return None
-        client = _client(uri)
+        client = MlflowClient(uri)
         found = client.get_experiment_by_name(experiment)
         runs = client.search_runs([found.experiment_id],
                                   f"tags.`{SEARCH_KEY}` = '{_quote(search_key)}'") if found else []
@@ -247,8 +230,6 @@ class SearchRecord:
 
     def log_model_card(self, card: dict[str, Any], markdown: str) -> None:
         """The card on the parent run: model_card.json, model_card.md and its figures as metrics."""
-        from mlflow.entities import Metric
-
         figures = ("params_nonzero", "params_total", "weights_file_bytes", "latency_ms_batch1",
                    "latency_ms_batch128")
         now = int(time.time() * 1000)
@@ -262,7 +243,6 @@ class SearchRecord:
         `alias` at it (aliases, not the deprecated stages) and tags the run with both; returns the
         version."""
         import mlflow
-        from mlflow.entities import RunTag
 
         mlflow.set_tracking_uri(self.tracking_uri)
         logged = [m for m in self.client.search_logged_models([self.experiment_id],
