@@ -75,5 +75,6 @@ def pytest_terminal_summary(terminalreporter):
             f"{sum(FAULTS_INJECTED.values())} faults injected into real searches ({faults})")
 
 
-# Outside systems started by the cluster tests (S3 server, Ray cluster, PostgreSQL), one each per session.
+# Outside systems started by the cluster tests: the S3 server once per session; the Ray cluster and
+# PostgreSQL once for tests/search/test_cluster.py (module scope).
 from tests.outside import postgres, ray_cluster, s3_server  # noqa: E402, F401

@@ -279,7 +279,9 @@ def s3_server(tmp_path_factory):
     server.close()
 
 
-@pytest.fixture(scope="session")
+# Module scope: only tests/search/test_cluster.py uses them, and a cluster left up for the rest of
+# the session holds memory and runs its own processes beside every later test's local Ray.
+@pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory, s3_server):
     """A head and two workers; the second worker cannot see `cluster.hidden` (another machine's
     disk, for the shared-storage check). Every node has the S3 server's AWS variables."""
@@ -292,7 +294,7 @@ def ray_cluster(tmp_path_factory, s3_server):
     shutil.rmtree(hidden, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def postgres(tmp_path_factory):
     if not (POSTGRES_BIN / "postgres").exists():
         pytest.skip(f"PostgreSQL binaries not in {POSTGRES_BIN}")
