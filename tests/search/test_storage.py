@@ -46,6 +46,15 @@ def _stale_ray_address(temp: Path) -> dict[str, str]:
     return {"TMPDIR": str(temp), "RAY_TMPDIR": str(temp)}
 
 
+def _state_knows(s3_server, bucket: str, keys: list[str], trial_folders: set[str]) -> bool:
+    """Whether the newest experiment state in the bucket names every one of `trial_folders`."""
+    states = sorted(k for k in keys if k.rsplit("/", 1)[-1].startswith("experiment_state-"))
+    if not states:
+        return False
+    text = s3_server.client().get_object(Bucket=bucket, Key=states[-1])["Body"].read().decode()
+    return all(folder.rsplit("/", 1)[-1] in text for folder in trial_folders)
+
+
 @pytest.mark.slow
 def test_a_search_lives_on_s3_through_a_kill_and_a_resume_elsewhere(s3_server, tmp_path, request):
     bucket = s3_server.bucket("searches")
@@ -70,7 +79,9 @@ def test_a_search_lives_on_s3_through_a_kill_and_a_resume_elsewhere(s3_server, t
         keys = s3_server.keys(bucket, "team/s3-life/")
         promoted = [k for k in keys if k.endswith("checkpoint_000001/trial.pt")]
         started = {k.split("/checkpoint_")[0] for k in keys if "/checkpoint_" in k}
-        if promoted and len(started) >= 2:
+        # ...and once the bucket's experiment state knows them: Ray uploads it behind the trials,
+        # and a trial it never saw started is (rightly) started again, in a folder of its own.
+        if promoted and len(started) >= 2 and _state_knows(s3_server, bucket, keys, started):
             break
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         time.sleep(0.3)
