@@ -25,6 +25,7 @@ from search.scheduling.pareto import (
     spec_objectives,
 )
 from trainables.checkpoints import model_from_checkpoint, served_model
+from trainables.metrics import finite
 
 MODEL_NAME = "best_model"
 
@@ -73,13 +74,24 @@ def summarise(spec: SearchSpec, grid: ResultGrid,
         raise RuntimeError(f"no trial reported {spec.metric}; see the errors above")
     choice = choose_best(spec, rows, histories)
     best = next(r for r in grid if r.metrics.get("trial_id") == choice.trial_id)
-    kept = best.checkpoint if choice.last_epoch else best.get_best_checkpoint(spec.metric, spec.mode)
+    kept = best.checkpoint if choice.last_epoch else best_checkpoint(best, spec.metric, spec.mode)
     checkpoint = checkpoint_location(kept)
     model, test_loss, test_acc = test_split_score(local_folder(checkpoint), data)
     results = SearchResults(spec.metric, rows, choice.trial_id, _hparams(best.config),
                             choice.value, test_acc, test_loss, checkpoint, spec.dimensions,
                             choice.front, choice.why)
     return results, model
+
+
+def best_checkpoint(result, metric: str, mode: str):
+    """The trial's checkpoint best by `metric` (the earliest of a tie, as Ray picks), its latest if
+    none has a finite value. Ray's own `get_best_checkpoint` compares NaN too, and then its answer
+    depends on the order (a first epoch that diverged can win)."""
+    scored = [(c, m[metric]) for c, m in result.best_checkpoints if finite(m.get(metric))]
+    if not scored:
+        return result.checkpoint
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda pair: pair[1])[0]
 
 
 @dataclass(frozen=True)

@@ -277,12 +277,34 @@ class FinalResultsOptuna(OptunaSearch):
             metric, mode = None, None  # keep the objectives' lists
         return super().set_search_properties(metric, mode, config, **spec)
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._adopt(trial_id, result)
+        if trial_id in self._ot_trials:
+            super().on_trial_result(trial_id, result)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if result:
+            self._adopt(trial_id, result)
+        if trial_id not in self._ot_trials:
+            return  # never suggested here, and nothing to say about it
         if error or (result and not ran_to_the_end(result, self.max_epochs)):
             # OptunaSearch records a trial without a result as FAIL (error) or PRUNED; with one, it
             # would tell COMPLETE even for an error.
             result = None
         super().on_trial_complete(trial_id, result=result, error=error)
+
+    def _adopt(self, trial_id: str, result: dict) -> None:
+        """Gives Optuna a trial of the experiment it has no record of, asked with the trial's own
+        configuration. Ray copies its snapshot files one by one: a driver killed during the copy
+        can leave a searcher state older than the experiment state, whose newer trials then
+        report to a study that never asked for them (a KeyError that ended the resumed search)."""
+        if trial_id in self._ot_trials or callable(self._space) or not self._space:
+            return
+        params = {name: result.get(f"config/{name}") for name in self._space}
+        if any(value is None for value in params.values()):
+            return
+        self._ot_study.enqueue_trial(params)
+        self._ot_trials[trial_id] = self._ot_study.ask(fixed_distributions=self._space)
 
 
 def ran_to_the_end(result: dict, max_epochs: int) -> bool:

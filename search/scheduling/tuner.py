@@ -14,8 +14,9 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from core.data import Dataset
 from search.door.spec import SearchSpec
 from search.errors import SpecError
+from search.place.checkpoint_keeper import CheckpointKeeper
 from search.place.cluster import data_source
-from search.place.storage import is_remote, tune_storage_path
+from search.place.storage import tune_storage_path
 from search.scheduling.pareto import (
     FinalResultsOptuna,
     judged_on_last_epoch,
@@ -116,6 +117,7 @@ def make_search_alg(spec: SearchSpec):
 def new_tuner(spec: SearchSpec, data: Dataset, callbacks: list[tune.Callback],
               verbose: bool = False, scheduler=None) -> tune.Tuner:
     """A Tuner for a new search; `scheduler` (else `make_scheduler(spec)`) is the one it runs."""
+    snapshot_every_second()
     return tune.Tuner(
         make_trainable(spec, data),
         param_space=spec.space,
@@ -127,7 +129,7 @@ def new_tuner(spec: SearchSpec, data: Dataset, callbacks: list[tune.Callback],
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=tune_storage_path(spec.storage),  # a local folder, or s3://bucket/prefix
-            callbacks=callbacks,
+            callbacks=[*callbacks, checkpoint_keeper(spec)],
             checkpoint_config=kept_checkpoints(spec),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             verbose=_ray_verbosity(verbose),
@@ -136,17 +138,28 @@ def new_tuner(spec: SearchSpec, data: Dataset, callbacks: list[tune.Callback],
 
 
 def kept_checkpoints(spec: SearchSpec) -> tune.CheckpointConfig:
-    """Each trial keeps its best checkpoint by the metric, and Ray keeps the latest as well, so
-    resume and the best model both work. A trial judged by its last epoch (several objectives, or
-    channels removed as it trains: the model shrinks after its best epoch) keeps its latest only."""
-    # On S3, Ray deletes a trial's older checkpoint before the experiment state that stops
-    # pointing at it reaches the bucket (Ray's own TODO in tune/execution/experiment_state.py):
-    # a driver killed in between leaves a state no resume can use. There, every checkpoint stays.
-    keep = None if is_remote(spec.storage) else 1
+    """Ray keeps every checkpoint: `checkpoint_keeper` deletes the ones nobody can ask for again
+    (Ray's own num_to_keep deletes one before the saved experiment state stops pointing at it)."""
     if judged_on_last_epoch(spec):
-        return tune.CheckpointConfig(num_to_keep=keep)
-    return tune.CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=spec.metric,
+        return tune.CheckpointConfig(num_to_keep=None)
+    return tune.CheckpointConfig(num_to_keep=None, checkpoint_score_attribute=spec.metric,
                                  checkpoint_score_order=spec.mode)
+
+
+def snapshot_every_second() -> None:
+    """Ray saves its experiment state, and copies the trials' result.json files into the
+    experiment folder, with its periodic snapshot: every 10 s or more by default, after every
+    checkpoint only while its own num_to_keep is set. tune-run reads that folder while a search
+    runs (`ls`, `sync`, a resume's progress) and a kill loses what the snapshot has not copied, so
+    the period is one second (it was as often as every checkpoint before)."""
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+
+
+def checkpoint_keeper(spec: SearchSpec) -> CheckpointKeeper:
+    """Each trial keeps its latest checkpoint, for resume, and its best by the metric, for the
+    best model; a trial judged by its last epoch (several objectives, or channels removed as it
+    trains: the model shrinks after its best epoch) keeps its latest only."""
+    return CheckpointKeeper(None if judged_on_last_epoch(spec) else spec.metric, spec.mode)
 
 
 def _ray_verbosity(verbose: bool) -> int:
@@ -160,6 +173,7 @@ def restored_tuner(spec: SearchSpec, data: Dataset, callbacks: list[tune.Callbac
     """The search's Tuner from its experiment folder: finished trials stay finished, running ones
     continue from their last checkpoint, the search algorithm's state comes back, and
     `scheduler` (else `make_scheduler(spec)`) rebuilds ASHA's rungs from the trials' results."""
+    snapshot_every_second()
     tuner = tune.Tuner.restore(
         spec.experiment_uri, make_trainable(spec, data),
         resume_unfinished=True, resume_errored=retry_errored, param_space=spec.space,
@@ -168,7 +182,8 @@ def restored_tuner(spec: SearchSpec, data: Dataset, callbacks: list[tune.Callbac
     # no scheduler state; ours rebuild from the result files). Use this run's: its tracking URI
     # and code may differ, and the console follows the scheduler it was given.
     run_config, tune_config = _restored_configs(tuner)
-    run_config.callbacks = callbacks
+    run_config.callbacks = [*callbacks, checkpoint_keeper(spec)]
+    run_config.checkpoint_config = kept_checkpoints(spec)
     run_config.verbose = _ray_verbosity(verbose)
     tune_config.scheduler = scheduler or make_scheduler(spec)
     return tuner

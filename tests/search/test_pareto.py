@@ -204,6 +204,20 @@ def test_one_objective_prunes_low_fidelity_results_too():
     assert len(searcher._ot_study.directions) == 1
 
 
+def test_a_trial_the_restored_study_never_asked_for_is_adopted_with_its_own_configuration():
+    # A searcher state saved before the experiment state: the restored study lacks trial "late".
+    searcher = _searcher([ACC], max_epochs=2)
+    searcher.suggest("known")
+    late = {"config/lr": 0.042}
+    searcher.on_trial_result("late", {"training_iteration": 1, "val_acc": 0.3, **late})
+    searcher.on_trial_complete("late", {"training_iteration": 2, "val_acc": 0.5, **late})
+    searcher.on_trial_complete("never-reported")  # nothing known of it: nothing told, no error
+    adopted = searcher._ot_study.trials[-1]
+    assert adopted.params == {"lr": 0.042} and adopted.state == TrialState.COMPLETE
+    assert adopted.values == [0.5] and adopted.intermediate_values == {1: 0.3}
+    assert len(searcher._ot_study.trials) == 2
+
+
 # --- a real multi-objective search --------------------------------------------------------------
 
 @pytest.mark.slow

@@ -94,6 +94,21 @@ def test_ray_results_agree_with_mlflow(finished_search):
         assert np.allclose([m.value for m in logged], [r["val_acc"] for r in rows])
 
 
+def test_each_trial_keeps_its_latest_and_its_best_checkpoints_only(finished_search):
+    work, _, _ = finished_search
+    import json
+
+    folders = [f for f in (work / "results" / "tiny").iterdir() if (f / "result.json").exists()]
+    assert len(folders) == 8
+    for folder in folders:
+        rows = [json.loads(line) for line in (folder / "result.json").read_text().splitlines()]
+        saved = [r for r in rows if r.get("checkpoint_dir_name")]
+        top = max(r["val_acc"] for r in saved)
+        best = {r["checkpoint_dir_name"] for r in saved if r["val_acc"] == top}
+        kept = {p.name for p in folder.glob("checkpoint_*")}
+        assert kept == best | {saved[-1]["checkpoint_dir_name"]}, (folder.name, kept)
+
+
 def test_the_console_tells_the_search_in_plain_lines_without_noise(finished_search):
     _, _, output = finished_search
     lines = output.splitlines()
