@@ -31,6 +31,7 @@ from ray.tune.search import ConcurrencyLimiter
 
 from search.place.experiment_folder import trial_rows
 from search.scheduling.pareto import crowding_distances, nondominated_layers
+from search.scheduling.snapshots import snapshot_at_each_checkpoint
 from trainables.metrics import EPOCH
 
 
@@ -215,6 +216,7 @@ class PromotionASHA(FIFOScheduler):
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
         """A new trial waits in the queue; a restored one brings its rung results back, and one
         paused at a rung pauses again. (Ray files the trial under its status after this call.)"""
+        snapshot_at_each_checkpoint(tune_controller)
         first_time = trial.trial_id not in self.seen
         self.seen.add(trial.trial_id)
         if EPOCH not in (trial.last_result or {}):

@@ -7,7 +7,6 @@ import os
 
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -24,6 +23,7 @@ from search.scheduling.pareto import (
     spec_objectives,
 )
 from search.scheduling.promotion import PausedTrialsWait, PromotionASHA
+from search.scheduling.snapshots import SnapshotASHA, SnapshotFIFO
 from trainables.classifier import TrialSettings, train_classifier
 from trainables.metrics import EPOCH
 
@@ -77,14 +77,14 @@ def make_trainable(spec: SearchSpec, data: Dataset):
 
 def make_scheduler(spec: SearchSpec):
     if spec.scheduler == "fifo":
-        return FIFOScheduler()
+        return SnapshotFIFO()
     if spec.scheduler == "asha":
         return PromotionASHA(max_epochs=spec.max_epochs, grace_period=spec.grace_period,
                              reduction_factor=spec.reduction_factor,
                              max_concurrent=spec.max_concurrent or cluster_slots(spec),
                              also=rung_objectives(spec))
     # Ray's stopping form. Epochs are the time unit: the trainable reports once per epoch.
-    return ASHAScheduler(time_attr=EPOCH, max_t=spec.max_epochs,
+    return SnapshotASHA(time_attr=EPOCH, max_t=spec.max_epochs,
                          grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
 
 
@@ -117,7 +117,6 @@ def make_search_alg(spec: SearchSpec):
 def new_tuner(spec: SearchSpec, data: Dataset, callbacks: list[tune.Callback],
               verbose: bool = False, scheduler=None) -> tune.Tuner:
     """A Tuner for a new search; `scheduler` (else `make_scheduler(spec)`) is the one it runs."""
-    snapshot_every_second()
     return tune.Tuner(
         make_trainable(spec, data),
         param_space=spec.space,
@@ -146,15 +145,6 @@ def kept_checkpoints(spec: SearchSpec) -> tune.CheckpointConfig:
                                  checkpoint_score_order=spec.mode)
 
 
-def snapshot_every_second() -> None:
-    """Ray saves its experiment state, and copies the trials' result.json files into the
-    experiment folder, with its periodic snapshot: every 10 s or more by default, after every
-    checkpoint only while its own num_to_keep is set. tune-run reads that folder while a search
-    runs (`ls`, `sync`, a resume's progress) and a kill loses what the snapshot has not copied, so
-    the period is one second (it was as often as every checkpoint before)."""
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-
-
 def checkpoint_keeper(spec: SearchSpec) -> CheckpointKeeper:
     """Each trial keeps its latest checkpoint, for resume, and its best by the metric, for the
     best model; a trial judged by its last epoch (several objectives, or channels removed as it
@@ -173,7 +163,6 @@ def restored_tuner(spec: SearchSpec, data: Dataset, callbacks: list[tune.Callbac
     """The search's Tuner from its experiment folder: finished trials stay finished, running ones
     continue from their last checkpoint, the search algorithm's state comes back, and
     `scheduler` (else `make_scheduler(spec)`) rebuilds ASHA's rungs from the trials' results."""
-    snapshot_every_second()
     tuner = tune.Tuner.restore(
         spec.experiment_uri, make_trainable(spec, data),
         resume_unfinished=True, resume_errored=retry_errored, param_space=spec.space,
