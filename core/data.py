@@ -170,6 +170,19 @@ def _image_splits(name, root: Path, subset, seed, cache_dir, image_size):
     return train, test, classes
 
 
+def data_shape(name: str, data_dir: str | None,
+               image_size: int | None = None) -> tuple[tuple[int, int, int], int]:
+    """((channels, height, width), classes) of the images a search of this data set trains on,
+    without decoding more than one image (what the door probes a model with)."""
+    if name == "digits":
+        return (1, image_size or 8, image_size or 8), 10
+    root = _find_root(name, data_dir)
+    if name == "cifar10" and _is_torchvision_cifar(root):
+        return (3, image_size or 32, image_size or 32), 10
+    files, classes = _list_image_folder(root / "train", root)
+    return tuple(read_image(files[0][0], image_size).shape), len(classes)
+
+
 def _list_image_folder(folder: Path, root: Path) -> tuple[list[tuple[str, int]], list[str]]:
     if not folder.is_dir():
         raise DataError(f"{root}: no {folder.name}/ folder; expected train/<class>/ and test/<class>/")

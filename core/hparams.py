@@ -78,7 +78,6 @@ def suggest(value: Any, choices: tuple | list) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-MODELS = ("resnet18",)  # what core/models.py's build_model builds
 PRECISIONS = ("auto", "fp32", "bf16")  # what core/precision.py's resolve_mode takes
 OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "adadelta", "rmsprop")
 SCHEDULES = ("constant", "step", "multistep", "exponential", "cosine", "onecycle")

@@ -1,10 +1,11 @@
 """The numeric precision and memory layout a trial trains and evaluates in, on its device.
 
 `auto` picks bf16 autocast where the device runs it fast (a CUDA GPU with bf16; a CPU with AMX or
-AVX512-BF16, detected at run time) and fp32 elsewhere. The layout is channels-last on every device:
-on this project's CPUs it was 1.27x (fp32) and 1.38x (bf16) faster than NCHW for ResNet-18 at width
-0.25 with one thread, and tests/core/test_precision_matrix.py runs every width, thread count, layout,
-precision and convolution kind forward and backward in its own process to show none of them crashes.
+AVX512-BF16, detected at run time) and fp32 elsewhere. The layout is channels-last: on this
+project's CPUs it was 1.27x (fp32) and 1.38x (bf16) faster than NCHW for ResNet-18 at width 0.25
+with one thread. On a CPU, a trial first probes its own model in channels-last in a child process
+(core/layout_probe.py: some shapes crash oneDNN on some CPUs) and trains NCHW where the probe fails,
+with the reason in `Mode.why`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Mode:
 
     precision: str
     layout: str
+    why: str = ""  # where channels-last was refused: why (core/layout_probe.py)
 
     def __post_init__(self):
         if self.precision not in ("fp32", "bf16"):
@@ -81,3 +83,18 @@ def resolve_mode(precision: str, device: torch.device) -> Mode:
     if precision == "auto":
         precision = "bf16" if device_has_fast_bf16(device) else "fp32"
     return Mode(precision, "channels_last")
+
+
+def safe_on_cpu(mode: Mode, model_specs: list[dict], shape: tuple[int, int, int], batch: int,
+                threads: int) -> Mode:
+    """`mode`, or NCHW where channels-last failed the probe of one of `model_specs` (the trial's
+    model, and the shape channel pruning will leave it in) on this CPU."""
+    from core.layout_probe import channels_last_is_safe
+
+    if mode.layout != "channels_last":
+        return mode
+    for spec in model_specs:
+        answer = channels_last_is_safe(spec, shape, batch, mode.precision, threads)
+        if not answer.safe:
+            return Mode(mode.precision, "nchw", answer.why)
+    return mode

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,14 +28,11 @@ from core.finetune import freeze as freeze_layers
 from core.finetune import load_pretrained
 from core.inference import inference_copy
 from core.mixup import Mixup, make_mixup
-from core.models import build_model
+from core.models import MODEL_OPTIONS, build_model, model_keywords, model_kind
 from core.optim import make_optimizer, make_schedule
-from core.precision import Mode, resolve_mode
+from core.precision import Mode, resolve_mode, safe_on_cpu
 from core.pruning import ChannelPruner, GradualPruner, fit_to_state, make_pruner, rebind
 from core.train import EpochStats, evaluate, steps_per_epoch, train_epoch
-
-# The hyperparameters that shape the model (what build_model takes besides the classes and channels).
-MODEL_OPTIONS = ("width", "activation", "norm", "conv", "dropout", "init")
 
 
 class TrialOutOfMemory(RuntimeError):
@@ -44,10 +41,17 @@ class TrialOutOfMemory(RuntimeError):
 
 def model_spec(name: str, num_classes: int, in_channels: int, *, width: float, activation: str,
                norm: str, conv: str, dropout: float, init: str, prune_ratio: float,
-               prune_method: str) -> dict[str, Any]:
-    """Everything needed to rebuild a trial's model (what a checkpoint records as `model_spec`)."""
+               prune_method: str, given: Collection[str] = MODEL_OPTIONS) -> dict[str, Any]:
+    """Everything needed to rebuild a trial's model (what a checkpoint records as `model_spec`).
+
+    The built-in model takes every model option; another takes those of `given` (the ones the
+    trial's space sets) that it has a keyword for, and keeps its own defaults for the rest.
+    """
     options = {"width": width, "activation": activation, "norm": norm, "conv": conv,
                "dropout": dropout, "init": init}
+    if model_kind(name) != "builtin":
+        takes = model_keywords(name)
+        options = {k: v for k, v in options.items() if k in given and k in takes}
     return {"name": name, "num_classes": num_classes, "in_channels": in_channels,
             "prune_ratio": prune_ratio, "prune_method": prune_method, "options": options}
 
@@ -58,6 +62,18 @@ def build_from_spec(spec: dict[str, Any],
     model = build_model(spec["name"], spec["num_classes"], spec["in_channels"], **spec["options"])
     return model, make_pruner(model, spec["prune_method"], spec["prune_ratio"],
                               epochs, spec["in_channels"])
+
+
+def probed_shapes(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model specs whose shapes a CPU trial probes channels-last with: its own, and for the
+    built-in model with channels removed, the same model at the width pruning ends at (keeping a
+    fraction k of the channels keeps about k^2 of the weights)."""
+    shapes = [spec]
+    if spec["prune_method"] == "channel" and spec["prune_ratio"] > 0 and spec["name"] == "resnet18":
+        kept = math.sqrt(1 - spec["prune_ratio"])
+        options = spec["options"] | {"width": spec["options"]["width"] * kept}
+        shapes.append(spec | {"options": options, "prune_ratio": 0.0})
+    return shapes
 
 
 def load_model_state(model: nn.Module, pruner: GradualPruner | ChannelPruner,
@@ -100,7 +116,7 @@ class EpochResult:
             "val_acc": self.val_acc, "lr": self.lr, "sparsity": self.sparsity,
             "epoch_seconds": self.stats.seconds, "images_per_s": self.stats.images_per_s,
             "device": self.device, "precision": self.mode.precision, "layout": self.mode.layout,
-        }
+        } | ({"layout_reason": self.mode.why} if self.mode.why else {})
 
 
 @dataclass
@@ -207,6 +223,9 @@ def build_trial(
     seed: int,
     weights: str | None,
     freeze: str,
+    model_options: Collection[str] = MODEL_OPTIONS,
+    model_extras: dict[str, Any] | None = None,
+    probe_layout: bool = True,
 ) -> Trial:
     """Sets up one trial of `model_name` on `data` and `device`, ready for `Trial.run_epoch`.
 
@@ -221,12 +240,16 @@ def build_trial(
     generator = torch.Generator(device).manual_seed(seed)
     spec = model_spec(model_name, data.num_classes, data.in_channels, width=width,
                       activation=activation, norm=norm, conv=conv, dropout=dropout, init=init,
-                      prune_ratio=prune_ratio, prune_method=prune_method)
+                      prune_ratio=prune_ratio, prune_method=prune_method, given=model_options)
+    spec["options"] |= model_extras or {}  # a user's model function's own parameters
     net, pruner = build_from_spec(spec, max_epochs)
     if weights:
         load_pretrained(net, weights)
         freeze_layers(net, freeze)
     mode = resolve_mode(precision, device)
+    if device.type == "cpu" and probe_layout:
+        mode = safe_on_cpu(mode, probed_shapes(spec), tuple(data.train_x.shape[1:]), batch_size,
+                           torch.get_num_threads())
     net = net.to(device, memory_format=mode.memory_format)
     opt = make_optimizer(optimizer, [p for p in net.parameters() if p.requires_grad], lr, momentum,
                          weight_decay, nesterov)

@@ -13,6 +13,7 @@ from torch import nn
 
 from core import trial
 from core.inference import final_weights
+from core.models import MODEL_OPTIONS
 from core.served import Classifier
 from core.trial import build_from_spec, load_model_state
 
@@ -35,7 +36,7 @@ def model_spec(model_name: str, num_classes: int, in_channels: int, hp: dict) ->
     """Everything needed to rebuild the trial's model, from a trial's resolved hyperparameters."""
     return trial.model_spec(model_name, num_classes, in_channels, prune_ratio=hp["prune_ratio"],
                             prune_method=hp["prune_method"],
-                            **{k: hp[k] for k in trial.MODEL_OPTIONS})
+                            **{k: hp[k] for k in MODEL_OPTIONS})
 
 
 def model_from_checkpoint(folder: str | Path) -> nn.Module:

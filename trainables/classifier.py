@@ -17,7 +17,8 @@ import torch
 from ray import tune
 
 from core.data import Dataset
-from core.hparams import resolve
+from core.hparams import FAULT_KEY, HPARAMS, resolve
+from core.models import MODEL_OPTIONS
 from core.trial import Trial, TrialOutOfMemory, build_trial
 from trainables import checkpoints
 from trainables.data_source import DataSource
@@ -42,10 +43,13 @@ def train_classifier(config: dict, data: Dataset | None, settings: TrialSettings
     with `data=None, source=...` for a data set each node reads itself (trainables/data_source.py)."""
     if data is None:
         data = source.load()
-    hp = resolve(config)
+    extras = {k: v for k, v in config.items() if k not in HPARAMS and k != FAULT_KEY}
+    hp = resolve({k: v for k, v in config.items() if k not in extras})
     device = _trial_device()
     trial = build_trial(data, device, model_name=settings.model, max_epochs=settings.max_epochs,
-                        precision=settings.precision, compile=settings.compile, **hp)
+                        precision=settings.precision, compile=settings.compile,
+                        model_options=[o for o in MODEL_OPTIONS if o in config],
+                        model_extras=extras, **hp)
     done = _restore(tune.get_checkpoint(), trial)
     for epoch in range(done + 1, settings.max_epochs + 1):
         result = trial.run_epoch(epoch, before=partial(inject_fault, config, epoch, trial.model))

@@ -204,6 +204,18 @@ def largest_value(value: Any) -> float | None:
     return None
 
 
+def example_value(value: Any) -> Any:
+    """One value a fixed value, grid or domain can take: itself, the first choice, or the lower end
+    of a range (what the door builds a model with to probe it)."""
+    choices = domain_choices(value)
+    if choices is not None:
+        return choices[0]
+    if isinstance(value, (Float, Integer)):
+        values = value_set(value)
+        return value.lower if values is None else values.low
+    return value
+
+
 def _first(problems) -> str | None:
     return next((p for p in problems if p), None)
 

@@ -42,6 +42,7 @@ def run_checks(spec: SearchSpec, address: str | None) -> list[Check]:
         check_tracking_uri(spec.tracking_uri),
         check_storage(spec.storage),
         check_data(spec),
+        check_model(spec),
         check_address(address),
     ]
 
@@ -174,6 +175,40 @@ def check_data(spec: SearchSpec) -> Check:
         return Check("data", check_data_folder(spec.dataset, spec.data_dir))
     except DataError as e:
         raise SpecError(str(e)) from None
+
+
+def check_model(spec: SearchSpec) -> Check:
+    """A model other than the built-in one is built and run on a batch of the data's shape."""
+    from core.models import MODEL_OPTIONS, model_kind
+
+    kind = model_kind(spec.model)
+    if kind == "builtin":
+        return Check("model", "resnet18, built in")
+    from core.data import DataError, data_shape
+    from search.door.domains import example_value
+    from search.door.models import probe_model
+
+    try:
+        shape, classes = data_shape(spec.dataset, spec.data_dir, spec.image_size)
+    except DataError as e:
+        raise SpecError(str(e)) from None
+    from search.door.models import own_model_parameters
+
+    named = [*MODEL_OPTIONS, *sorted(own_model_parameters(spec.model))]
+    options = {o: example_value(spec.space[o]) for o in named if o in spec.space}
+    probe_model(str(spec.source), spec.model, options, shape, classes, _channel_pruning(spec))
+    c, h, w = shape
+    return Check("model", f"{spec.model} ({kind}) maps {c}x{h}x{w} images to {classes} classes")
+
+
+def _channel_pruning(spec: SearchSpec) -> float:
+    """The largest prune_ratio a trial of the space can remove channels to (0: none)."""
+    from search.door.domains import domain_choices, largest_value
+
+    method = spec.space.get("prune_method", "unstructured")
+    if "channel" not in (domain_choices(method) or [method]):
+        return 0.0
+    return float(largest_value(spec.space.get("prune_ratio", 0.0)) or 0.0)
 
 
 def check_address(address: str | None) -> Check:

@@ -19,7 +19,7 @@ from typing import Any
 from ray.tune.search.sample import Domain
 
 from core.data import DATASETS
-from core.hparams import FAULT_KEY, HPARAMS, MODELS, PRECISIONS, HParam, suggest
+from core.hparams import FAULT_KEY, HPARAMS, PRECISIONS, HParam, suggest
 from search.door.domains import domain_problem, is_dimension, largest_value
 from search.errors import SpecError
 from search.record import DEFAULT_TRACKING_URI
@@ -41,7 +41,8 @@ SETTINGS: dict[str, HParam] = {h.name: h for h in (
     HParam("data_share", 0.25, "the largest share of a node's object store that the decoded data "
            "set may fill to be shipped from the driver; a bigger one is read from data_dir and "
            "decoded by each node itself", low=0.0, high=1.0, low_open=True),
-    HParam("model", "resnet18", "model", choices=MODELS),
+    HParam("model", "resnet18", "the built-in resnet18, a torchvision classification model "
+           "(mobilenet_v3_small, ...), timm/<name>, or file.py:function (core/models.py)", kind=str),
     HParam("metric", "val_acc", "metric that ranks trials", choices=METRICS),
     HParam("mode", "max", "whether the metric is maximised or minimised", choices=("max", "min")),
     HParam("objectives", None, "several metrics at once, e.g. {\"val_acc\": \"max\", "
@@ -148,7 +149,18 @@ def build_spec(source: Path, settings: dict[str, Any], space: dict[str, Any], qu
     """Validates `settings` and `space` (already in Python) into a SearchSpec."""
     where = str(source)
     full = _check_settings(where, settings, default_name=source.stem)
-    dims = _check_space(where, space, full, allow_faults)
+    own_parameters: set[str] = set()
+    if full["model"] != "resnet18":  # another kind imports torch (and its library or file)
+        from search.door.models import check_model_name, own_model_parameters, resolve_model_name
+
+        full["model"] = resolve_model_name(where, full["model"], source)
+        check_model_name(where, full["model"])
+        own_parameters = own_model_parameters(full["model"])
+    dims = _check_space(where, space, full, allow_faults, own_parameters)
+    if full["model"] != "resnet18":
+        from search.door.models import check_model_options
+
+        check_model_options(where, full["model"], space)
     return SearchSpec(source, full, dict(space), quick, dims, origin=str(source))
 
 
@@ -271,10 +283,16 @@ def _hparam_hint(key: str) -> str:
 
 
 def _check_space(where: str, space: dict[str, Any], settings: dict[str, Any],
-                 allow_faults: bool) -> list[str]:
+                 allow_faults: bool, own_parameters: set[str] = frozenset()) -> list[str]:
+    """`own_parameters`: the keyword options a user's model function declares beyond tune-run's
+    hyperparameters; the space may set or search them, and they reach that function as they are."""
     dims = []
     for key, value in space.items():
         if key == FAULT_KEY and allow_faults:
+            continue
+        if key in own_parameters:
+            if is_dimension(value):
+                dims.append(key)
             continue
         if key not in HPARAMS:
             hint = suggest(key, list(HPARAMS)) or (

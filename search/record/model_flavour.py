@@ -15,14 +15,18 @@ Pillow, numpy and pandas are its requirements). This module is MLflow's `flavor`
 from __future__ import annotations
 
 import pickle
+import sys
 from importlib.metadata import version
 from pathlib import Path
+from types import ModuleType
 
+import cloudpickle
 import numpy as np
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 
 import core
+from core import pickled
 from core.served import Classifier, write_meta
 
 # Pickle, not torch.export's pt2: pt2 keeps the predictions but gives back a module whose eval() and
@@ -52,6 +56,14 @@ def requirements() -> list[str]:
             for package in ("torch", "torchvision", "pillow", "numpy", "pandas")]
 
 
+def user_modules(classifier: Classifier) -> list[ModuleType]:
+    """The modules of the user's own layers in `classifier` (a model file or package of theirs)."""
+    libraries = {"torch", "torchvision", "timm", "core", "builtins"}
+    names = {type(m).__module__ for m in classifier.modules()}
+    return [sys.modules[n] for n in sorted(names)
+            if n.split(".")[0] not in libraries and n in sys.modules]
+
+
 def save_model(path: str, mlflow_model, classifier: Classifier,
                serialization_format: str = SERIALIZATION_FORMAT,
                validate_serving_input: bool = True) -> None:
@@ -63,12 +75,21 @@ def save_model(path: str, mlflow_model, classifier: Classifier,
     if serialization_format != "pickle":
         raise ValueError(f"serialization_format {serialization_format!r}: only pickle round-trips "
                          "this model (see the README's 'The best model')")
-    mlflow.pytorch.save_model(
-        classifier, path, mlflow_model=mlflow_model, serialization_format="pickle",
-        signature=signature(classifier), input_example=input_example(classifier),
-        code_paths=[str(Path(core.__file__).parent)], pip_requirements=requirements(),
-        pickle_module=pickle,  # loads with torch.load alone, no MLflow needed
-    )
+    own = user_modules(classifier)
+    for module in own:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        mlflow.pytorch.save_model(
+            classifier, path, mlflow_model=mlflow_model, serialization_format="pickle",
+            signature=signature(classifier), input_example=input_example(classifier),
+            code_paths=[str(Path(core.__file__).parent)], pip_requirements=requirements(),
+            # Loads with torch.load alone, no MLflow needed. A user's model file is pickled by
+            # value (cloudpickle), so the model loads where that file is not.
+            pickle_module=pickled if own else pickle,
+        )
+    finally:
+        for module in own:
+            cloudpickle.unregister_pickle_by_value(module)
     data = Path(path) / "data"
     write_meta(data, classifier)
     # The pytorch flavour's pyfunc would take float tensors and return logits: replaced by ours.

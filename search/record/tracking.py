@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from core.hparams import FAULT_KEY, resolve
+from core.hparams import FAULT_KEY, HPARAMS, resolve
 from search.record import resolve_tracking_uri
 from search.record.outcome import TrialOutcome
 from search.record.sqlite_store import make_whole, sqlite_file
@@ -277,7 +277,7 @@ class SearchRecord:
 
 
 # What a trial reports about how it ran, recorded as tags of its child run.
-RUN_FACTS = ("device", "precision", "layout", "node")
+RUN_FACTS = ("device", "precision", "layout", "layout_reason", "node")
 
 
 def _quote(value: str) -> str:
@@ -304,8 +304,10 @@ def _trial_index(trial_id: str) -> int:
 
 
 def trial_params(config: dict[str, Any]) -> dict[str, Any]:
-    """The trial's full hyperparameters, defaults included (what it actually trained with)."""
-    return resolve({k: v for k, v in config.items() if k != FAULT_KEY})
+    """The trial's full hyperparameters, defaults included (what it actually trained with), and
+    the values of a user's model function's own parameters."""
+    own = {k: v for k, v in config.items() if k not in HPARAMS and k != FAULT_KEY}
+    return resolve({k: v for k, v in config.items() if k not in own and k != FAULT_KEY}) | own
 
 
 def _opened(opening: Future | None) -> SearchRecord | None:

@@ -15,7 +15,8 @@ from core.hparams import HPARAMS, resolve
 from core.pruning import ChannelPruner
 from core.trial import TrialOutOfMemory, build_trial
 
-SETTINGS = {"data", "device", "model_name", "max_epochs", "precision", "compile"}
+SETTINGS = {"data", "device", "model_name", "max_epochs", "precision", "compile", "model_options",
+            "model_extras", "probe_layout"}
 
 
 def _data(n: int = 48, val: int = 16) -> Dataset:

@@ -1,0 +1,108 @@
+"""The door's check of the `model` setting: refusals with one line and exit 2, nothing created."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import make_image_folder
+from tests.search.conftest import refuse_space_file, run_cli, space_file
+
+USER_MODELS = """
+from torch import nn
+
+def build(num_classes, in_channels, dropout=0.0):
+    return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                         nn.Linear(8, num_classes))
+
+def needs_depth(num_classes, in_channels, depth):
+    return build(num_classes, in_channels)
+
+def wrong_shape(num_classes, in_channels):
+    return nn.Conv2d(in_channels, 4, 3)
+
+def not_a_module(num_classes, in_channels):
+    return "a string"
+
+def for_32px_rgb(num_classes, in_channels):
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, num_classes))
+
+def deep(num_classes, in_channels, depth):
+    return build(num_classes, in_channels)
+
+def raises(num_classes, in_channels):
+    raise RuntimeError("no such layer")
+"""
+
+
+def _settings(model: str) -> str:
+    return f'{{"dataset": "digits", "num_samples": 2, "max_epochs": 2, "model": "{model}"}}'
+
+
+@pytest.fixture
+def user_models(workdir):
+    (workdir / "models").mkdir()
+    (workdir / "models" / "mine.py").write_text(USER_MODELS)
+    (workdir / "models" / "broken.py").write_text("import no_such_module_here\n")
+    return workdir
+
+
+REFUSALS = [
+    ("mobilenet_v3_smal", '{"lr": tune.loguniform(1e-3, 1e-1)}',
+     ["settings.model", "not a torchvision", "did you mean 'mobilenet_v3_small'"]),
+    ("resnet50", '{"lr": tune.loguniform(1e-3, 1e-1), "dropout": tune.uniform(0, 0.5)}',
+     ["space.dropout", "'resnet50' takes no 'dropout'"]),
+    ("mobilenet_v3_small", '{"lr": tune.loguniform(1e-3, 1e-1), "width": 0.5}',
+     ["space.width", "takes no 'width'", "it takes dropout"]),
+    ("models/mine.py:needs_depth", '{"lr": tune.loguniform(1e-3, 1e-1)}',
+     ["settings.model", "requires 'depth'"]),
+    ("models/mine.py:wrong_shape", '{"lr": tune.loguniform(1e-3, 1e-1)}',
+     ["settings.model", "expected (2, 10)"]),
+    ("models/mine.py:not_a_module", '{"lr": tune.loguniform(1e-3, 1e-1)}',
+     ["settings.model", "returned str, not a torch.nn.Module"]),
+    ("models/mine.py:raises", '{"lr": tune.loguniform(1e-3, 1e-1)}',
+     ["settings.model", "failed to build", "no such layer"]),
+    ("models/mine.py:missing", '{"lr": tune.loguniform(1e-3, 1e-1)}',
+     ["settings.model", "does not import", "no function 'missing'"]),
+    ("models/broken.py:build", '{"lr": tune.loguniform(1e-3, 1e-1)}',
+     ["settings.model", "does not import", "no_such_module_here"]),
+    ("models/absent.py:build", '{"lr": tune.loguniform(1e-3, 1e-1)}',
+     ["settings.model", "no such file"]),
+    ("models/mine.py:for_32px_rgb", '{"lr": tune.loguniform(1e-3, 1e-1)}',  # digits: 1x8x8
+     ["settings.model", "cannot take a batch of 1x8x8 images"]),
+]
+
+
+@pytest.mark.parametrize("model, space, fragments", REFUSALS, ids=[r[0] + str(i) for i, r in
+                                                                  enumerate(REFUSALS)])
+def test_a_model_the_door_cannot_use_is_refused_in_one_line(model, space, fragments, user_models,
+                                                            capsys):
+    refuse_space_file(space_file(_settings(model), space), [], fragments, user_models, capsys)
+
+
+def test_timm_without_timm_says_how_to_get_it(workdir, capsys):
+    try:
+        import timm  # noqa: F401
+        pytest.skip("timm is installed here")
+    except ImportError:
+        pass
+    refuse_space_file(space_file(_settings("timm/resnet18")), [], ["pip install 'tune-run[timm]'"],
+                      workdir, capsys)
+
+
+def test_a_model_that_fits_passes_the_dry_run(user_models, tmp_path, capsys):
+    images = make_image_folder(tmp_path / "images")
+    settings = (f'{{"dataset": "imagefolder", "data_dir": "{images}", "num_samples": 2, '
+                f'"max_epochs": 2, "model": "models/mine.py:build"}}')
+    (user_models / "ok.py").write_text(space_file(settings, '{"lr": tune.loguniform(1e-3, 1e-1), '
+                                                            '"dropout": tune.uniform(0.0, 0.5)}'))
+    code, err = run_cli(["ok.py", "--dry-run"], capsys)
+    assert code == 0, err
+
+
+def test_a_user_function_s_own_parameter_may_be_searched(user_models, capsys):
+    (user_models / "deep.py").write_text(space_file(
+        _settings("models/mine.py:deep"), '{"lr": tune.loguniform(1e-3, 1e-1), '
+                                          '"depth": tune.choice([1, 2])}'))
+    code, err = run_cli(["deep.py", "--dry-run"], capsys)
+    assert code == 0, err

@@ -1,0 +1,82 @@
+"""Real tiny searches of models other than the built-in one: a torchvision model and a user's own
+file, through the CLI, real Ray Tune and a real MLflow SQLite store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mlflow.pytorch
+import pytest
+import torch
+
+from tests.conftest import REPO, search_runs, write_space
+
+pytestmark = pytest.mark.slow
+
+USER_MODEL = """
+from torch import nn
+
+class Tiny(nn.Module):  # a class of the user's file: shipped with the model by value
+    def __init__(self, num_classes, in_channels, depth, dropout):
+        super().__init__()
+        layers = [nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()]
+        for _ in range(depth - 1):
+            layers += [nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()]
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout))
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def build(num_classes, in_channels, depth, dropout=0.0):
+    return Tiny(num_classes, in_channels, depth, dropout)
+"""
+
+
+def _search(work, image_folder, model: str, space: str, experiment: str):
+    settings = {"dataset": "imagefolder", "data_dir": str(image_folder), "num_samples": 2,
+                "max_epochs": 2, "grace_period": 1, "max_concurrent": 2, "seed": 1,
+                "model": model, "experiment": experiment, "storage": str(work / "results")}
+    space_file = write_space(work / "space.py", settings, space)
+    uri = f"sqlite:///{work}/mlflow.db"
+    proc = subprocess.run(
+        [sys.executable, "-m", "search.cli", str(space_file), "--tracking-uri", uri],
+        cwd=work, capture_output=True, text=True, timeout=600,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(work)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return uri
+
+
+def _assert_trained_and_shipped(uri: str, experiment: str, classes: int) -> None:
+    _, parents, children = search_runs(uri, experiment)
+    assert len(parents) == 1 and len(children) == 2
+    assert all(c.info.status == "FINISHED" for c in children)
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pytorch.load_model(f"runs:/{parents[0].info.run_id}/best_model")
+    with torch.no_grad():  # float 0..1 (N, C, H, W): the normalisation is inside the model
+        out = model(torch.rand(2, 3, 8, 8))
+    assert out.shape == (2, classes)
+
+
+def test_a_torchvision_model_is_searched_with_its_dropout(image_folder, tmp_path):
+    uri = _search(tmp_path, image_folder, "mobilenet_v3_small", """
+        "lr": tune.loguniform(1e-3, 1e-1),
+        "dropout": tune.uniform(0.0, 0.5),
+        "batch_size": 16,
+    """, "tv")
+    _assert_trained_and_shipped(uri, "tv", 3)
+
+
+def test_a_model_of_the_user_s_own_file_is_searched(image_folder, tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny.py").write_text(USER_MODEL)
+    uri = _search(tmp_path, image_folder, "models/tiny.py:build", """
+        "lr": tune.loguniform(1e-3, 1e-1),
+        "dropout": tune.choice([0.0, 0.2]),
+        "depth": tune.choice([1, 2]),  # a parameter of the user's own function
+        "batch_size": 16,
+    """, "own")
+    (tmp_path / "models" / "tiny.py").unlink()  # the shipped model carries its own code
+    _assert_trained_and_shipped(uri, "own", 3)
