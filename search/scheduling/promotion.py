@@ -31,7 +31,11 @@ from ray.tune.search import ConcurrencyLimiter
 
 from search.place.experiment_folder import trial_rows
 from search.scheduling.pareto import crowding_distances, nondominated_layers
-from search.scheduling.snapshots import snapshot_at_each_checkpoint
+from search.scheduling.snapshots import (
+    SnapshotErrors,
+    save_with_next_snapshot,
+    snapshot_at_each_checkpoint,
+)
 from trainables.metrics import EPOCH
 
 
@@ -175,7 +179,7 @@ class RungDecision:
     standing: str = ""  # ranked by Pareto rank: where it stood (see `Rungs.standing`)
 
 
-class PromotionASHA(FIFOScheduler):
+class PromotionASHA(SnapshotErrors, FIFOScheduler):
     """Ray Tune scheduler of promotion ASHA over epochs (see the module's docstring).
 
     `decisions` lists every `RungDecision` in order, for a reader such as the console.
@@ -300,7 +304,7 @@ class PromotionASHA(FIFOScheduler):
         for trial_id in ending:
             self._decide(trial_id, self._book().rung_of(trial_id) or 0, "ended")
             tune_controller.stop_trial(paused[trial_id])
-            _save_with_next_snapshot(tune_controller, paused[trial_id])
+            save_with_next_snapshot(tune_controller, paused[trial_id])
 
     def _decide(self, trial_id: str, milestone: int, outcome: str) -> None:
         book = self._book()
@@ -357,19 +361,6 @@ def _tell_searcher(tune_controller, hook: str, trial_id: str) -> None:
     searcher = getattr(tune_controller.search_alg, "searcher", None)
     if isinstance(searcher, PausedTrialsWait):
         getattr(searcher, hook)(trial_id)
-
-
-def _save_with_next_snapshot(tune_controller, trial: Trial) -> None:
-    """Has Ray write the trial's ended status into its experiment state.
-
-    Ray 2.60's `TuneController._schedule_trial_stop` returns before marking a trial that has no
-    actor (a paused one) for the next experiment snapshot, so the saved state would keep it PAUSED
-    and a finished search would look unfinished. No public API marks it, and no Ray issue about it
-    was found (searched ray-project/ray's issues for stopping a paused trial and its saved status);
-    this is the one place that reaches past the scheduler's view of the controller.
-    """
-    controller = getattr(tune_controller, "_tune_controller", tune_controller)
-    controller._mark_trial_to_checkpoint(trial)
 
 
 def _signed(value: float | None, sign: float) -> float:
