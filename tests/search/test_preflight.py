@@ -80,7 +80,7 @@ def test_good_setup_passes_every_check_and_a_dry_run_writes_nothing(image_folder
     before = set(tmp_path.iterdir())
     checks = run_checks(spec, None)
     # One line per outside system, in the order --dry-run lists them.
-    assert [c.name for c in checks] == ["tracking", "storage", "data", "cluster"]
+    assert [c.name for c in checks] == ["tracking", "storage", "data", "model", "cluster"]
     assert "can be created" in checks[0].detail and "3 classes" in checks[2].detail, checks
     assert set(tmp_path.iterdir()) == before
     make_storage(spec.storage)  # what a real run does next, once everything passed
