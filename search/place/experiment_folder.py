@@ -58,6 +58,25 @@ def _rows(text: str) -> list[dict]:
     return [rows[step] for step in sorted(rows)]
 
 
+def merged_result_text(older: str, newer: str) -> str:
+    """One trial's result.json from two copies of it that may each lack lines of the other (the
+    storage's copy lags behind the driver's): every line of either once, in epoch order. A step
+    reported twice keeps its two lines in the order they came, so result_rows keeps the first. A
+    partial line (a copy taken while the line was written) is left out: the other copy has it."""
+    every = dict.fromkeys((*older.splitlines(), *newer.splitlines()))  # once each, in order
+    lines = [line for line in every if line.strip() and _whole_row(line)]
+    lines.sort(key=lambda line: int(json.loads(line)[EPOCH]))  # stable
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _whole_row(line: str) -> bool:
+    try:
+        return EPOCH in json.loads(line)
+    except ValueError:
+        return False
+
+
+
 def trials(experiment_path: str | Path) -> list:
     """Ray's trials of the experiment (status, config, folder) from its latest saved state."""
     from ray.tune import ExperimentAnalysis

@@ -15,6 +15,7 @@ from search.door.spec import SearchSpec
 from search.errors import SpecError
 from search.place.checkpoint_keeper import CheckpointKeeper
 from search.place.cluster import data_source
+from search.place.result_log import WholeResultLog
 from search.place.storage import tune_storage_path
 from search.scheduling.pareto import (
     FinalResultsOptuna,
@@ -128,7 +129,8 @@ def new_tuner(spec: SearchSpec, data: Dataset, callbacks: list[tune.Callback],
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=tune_storage_path(spec.storage),  # a local folder, or s3://bucket/prefix
-            callbacks=[*callbacks, checkpoint_keeper(spec)],
+            # WholeResultLog: in place of Ray's default result.json writer
+            callbacks=[*callbacks, checkpoint_keeper(spec), WholeResultLog()],
             checkpoint_config=kept_checkpoints(spec),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             verbose=_ray_verbosity(verbose),
@@ -171,7 +173,7 @@ def restored_tuner(spec: SearchSpec, data: Dataset, callbacks: list[tune.Callbac
     # no scheduler state; ours rebuild from the result files). Use this run's: its tracking URI
     # and code may differ, and the console follows the scheduler it was given.
     run_config, tune_config = _restored_configs(tuner)
-    run_config.callbacks = [*callbacks, checkpoint_keeper(spec)]
+    run_config.callbacks = [*callbacks, checkpoint_keeper(spec), WholeResultLog()]
     run_config.checkpoint_config = kept_checkpoints(spec)
     run_config.verbose = _ray_verbosity(verbose)
     tune_config.scheduler = scheduler or make_scheduler(spec)
