@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from core.precision import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 HERE = REPO / "benchmarks"
 
@@ -228,12 +230,9 @@ def run_tune_run(folder: Path, *args: str, env: dict[str, str] | None = None,
 
 def machine() -> dict[str, str]:
     """This machine and its software, one line each (no Ray import: versions from the metadata)."""
-    cpu = platform.processor()
+    cpu = cpu_model()
     memory = ""
     try:
-        info = Path("/proc/cpuinfo").read_text()
-        cpu = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                    if line.startswith("model name")), cpu)
         total_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text()
                         .splitlines() if line.startswith("MemTotal"))
         memory = f", {total_kb / 2**20:.0f} GiB RAM"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -82,18 +81,9 @@ def _answer_file(job: dict[str, Any]) -> Path:
 
 
 def _cpu_identity() -> str:
-    from core.precision import cpu_flags
+    from core.precision import cpu_flags, cpu_model
 
-    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return f"{model} {' '.join(sorted(cpu_flags()))}"
-
-
-def _cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
+    return f"{cpu_model()} {' '.join(sorted(cpu_flags()))}"
 
 
 def _keep(path: Path, answer: ProbeAnswer) -> None:

@@ -29,7 +29,6 @@ from torch import nn
 
 BUILTIN = "resnet18"
 TIMM_PREFIX = "timm/"
-KINDS = ("builtin", "torchvision", "timm", "user")
 # The hyperparameters that shape a model (what build_model may take besides classes and channels).
 MODEL_OPTIONS = ("width", "activation", "norm", "conv", "dropout", "init")
 # For torchvision and timm, a model option goes to the first of these keywords the builder takes.

@@ -52,14 +52,28 @@ class Mode:
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     """The instruction-set flags of this machine's first CPU (empty where there is no cpuinfo)."""
+    flags = _cpuinfo_field(cpuinfo, ("flags", "Features"))
+    return set(flags.split()) if flags else set()
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """This machine's CPU as cpuinfo names it ("AMD EPYC", ...), else the platform's word for it."""
+    import platform
+
+    return _cpuinfo_field(cpuinfo, ("model name",)) or platform.processor()
+
+
+def _cpuinfo_field(cpuinfo: Path, names: tuple[str, ...]) -> str | None:
+    """The value of the first line of cpuinfo that starts with one of `names` (None: no such line,
+    or no cpuinfo)."""
     try:
         text = cpuinfo.read_text()
     except OSError:
-        return set()
+        return None
     for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
+        if line.startswith(names):
+            return line.split(":", 1)[1].strip()
+    return None
 
 
 def cpu_has_fast_bf16(flags: set[str] | None = None) -> bool:

@@ -225,7 +225,6 @@ def build_trial(
     freeze: str,
     model_options: Collection[str] = MODEL_OPTIONS,
     model_extras: dict[str, Any] | None = None,
-    probe_layout: bool = True,
 ) -> Trial:
     """Sets up one trial of `model_name` on `data` and `device`, ready for `Trial.run_epoch`.
 
@@ -247,7 +246,7 @@ def build_trial(
         load_pretrained(net, weights)
         freeze_layers(net, freeze)
     mode = resolve_mode(precision, device)
-    if device.type == "cpu" and probe_layout:
+    if device.type == "cpu":
         mode = safe_on_cpu(mode, probed_shapes(spec), tuple(data.train_x.shape[1:]), batch_size,
                            torch.get_num_threads())
     net = net.to(device, memory_format=mode.memory_format)

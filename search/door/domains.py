@@ -60,6 +60,14 @@ def domain_choices(value: Any) -> list | None:
     return list(value.categories) if isinstance(value, Categorical) else None
 
 
+def may_take(value: Any, wanted: Any) -> bool:
+    """Whether a space entry (a fixed value, a choice, a grid) can take the value `wanted`."""
+    choices = domain_choices(value)
+    if choices is not None:
+        return wanted in choices
+    return value == wanted or isinstance(value, Domain)  # a sample_from: it may
+
+
 def is_dimension(value: Any) -> bool:
     return isinstance(value, Domain) or is_grid(value)
 

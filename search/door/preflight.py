@@ -186,14 +186,12 @@ def check_model(spec: SearchSpec) -> Check:
         return Check("model", "resnet18, built in")
     from core.data import DataError, data_shape
     from search.door.domains import example_value
-    from search.door.models import probe_model
+    from search.door.models import own_model_parameters, probe_model
 
     try:
         shape, classes = data_shape(spec.dataset, spec.data_dir, spec.image_size)
     except DataError as e:
         raise SpecError(str(e)) from None
-    from search.door.models import own_model_parameters
-
     named = [*MODEL_OPTIONS, *sorted(own_model_parameters(spec.model))]
     options = {o: example_value(spec.space[o]) for o in named if o in spec.space}
     probe_model(str(spec.source), spec.model, options, shape, classes, _channel_pruning(spec))
@@ -203,10 +201,9 @@ def check_model(spec: SearchSpec) -> Check:
 
 def _channel_pruning(spec: SearchSpec) -> float:
     """The largest prune_ratio a trial of the space can remove channels to (0: none)."""
-    from search.door.domains import domain_choices, largest_value
+    from search.door.domains import largest_value, may_take
 
-    method = spec.space.get("prune_method", "unstructured")
-    if "channel" not in (domain_choices(method) or [method]):
+    if not may_take(spec.space.get("prune_method", "unstructured"), "channel"):
         return 0.0
     return float(largest_value(spec.space.get("prune_ratio", 0.0)) or 0.0)
 

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
-from ray.tune.search.sample import Domain
 
 from core.hparams import HPARAMS
-from search.door.domains import domain_choices
+from search.door.domains import may_take
 from trainables.metrics import EPOCH, finite_float
 
 # A child run's tune_run.pareto tag, and how pareto.png draws each kind of trial.
@@ -60,15 +59,7 @@ def judged_on_last_epoch(spec) -> bool:
     method = spec.space.get("prune_method", HPARAMS["prune_method"].default)
     ratio = spec.space.get("prune_ratio", HPARAMS["prune_ratio"].default)
     prunes = not isinstance(ratio, (int, float)) or ratio > 0
-    return len(spec_objectives(spec)) > 1 or (prunes and _may_be(method, "channel"))
-
-
-def _may_be(value: Any, wanted: Any) -> bool:
-    """Whether a space entry (a fixed value, a choice, a grid) can take the value `wanted`."""
-    choices = domain_choices(value)
-    if choices is not None:
-        return wanted in choices
-    return value == wanted or isinstance(value, Domain)  # a sample_from: it may
+    return len(spec_objectives(spec)) > 1 or (prunes and may_take(method, "channel"))
 
 
 def front(points: dict[str, dict[str, float]], objectives: list[Objective]) -> set[str]:

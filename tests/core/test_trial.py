@@ -16,7 +16,7 @@ from core.pruning import ChannelPruner
 from core.trial import TrialOutOfMemory, build_trial
 
 SETTINGS = {"data", "device", "model_name", "max_epochs", "precision", "compile", "model_options",
-            "model_extras", "probe_layout"}
+            "model_extras"}
 
 
 def _data(n: int = 48, val: int = 16) -> Dataset:
