@@ -112,9 +112,10 @@ _TABLE = (
     HParam("init", "default", "weight initialisation", choices=("default", "kaiming", "xavier")),
     HParam("batch_size", 128, "images per optimizer step", kind=int, low=1, high=65536),
     HParam("seed", 0, "seed of weight init, augmentation and Mixup", kind=int, low=0, high=2**31 - 1),
-    HParam("weights", None, "fine-tune from a checkpoint file, or 'imagenet' (torchvision)",
-           kind=str, optional=True),
-    HParam("freeze", "none", "what fine-tuning freezes", choices=("none", "backbone")),
+    HParam("weights", None, "fine-tune from a state-dict file, a torchvision weights name "
+           "(DEFAULT, IMAGENET1K_V1, ...) or 'imagenet' (core/finetune.py)", kind=str, optional=True),
+    HParam("freeze", "none", "what fine-tuning freezes: none, or the backbone (only the "
+           "classifier head trains)", choices=("none", "backbone")),
 )
 
 HPARAMS: dict[str, HParam] = {h.name: h for h in _TABLE}

@@ -215,7 +215,7 @@ def library_keywords(name: str) -> set[str]:
         timm = import_timm()
         model_name = name[len(TIMM_PREFIX):]
         # timm passes its keywords to the model class its entry point builds.
-        entry = timm.models.get_model_entrypoint(model_name)
+        entry = timm.models.model_entrypoint(model_name)
         module = sys.modules[entry.__module__]
         classes = [c for c in vars(module).values()
                    if inspect.isclass(c) and issubclass(c, nn.Module) and c.__module__ == module.__name__]

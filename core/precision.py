@@ -99,16 +99,13 @@ def resolve_mode(precision: str, device: torch.device) -> Mode:
     return Mode(precision, "channels_last")
 
 
-def safe_on_cpu(mode: Mode, model_specs: list[dict], shape: tuple[int, int, int], batch: int,
+def safe_on_cpu(mode: Mode, model_spec: dict, shape: tuple[int, int, int], batch: int,
                 threads: int) -> Mode:
-    """`mode`, or NCHW where channels-last failed the probe of one of `model_specs` (the trial's
-    model, and the shape channel pruning will leave it in) on this CPU."""
+    """`mode`, or NCHW where channels-last failed the probe of `model_spec` (the trial's model, as
+    built and as channel pruning will leave it) on this CPU."""
     from core.layout_probe import channels_last_is_safe
 
     if mode.layout != "channels_last":
         return mode
-    for spec in model_specs:
-        answer = channels_last_is_safe(spec, shape, batch, mode.precision, threads)
-        if not answer.safe:
-            return Mode(mode.precision, "nchw", answer.why)
-    return mode
+    answer = channels_last_is_safe(model_spec, shape, batch, mode.precision, threads)
+    return mode if answer.safe else Mode(mode.precision, "nchw", answer.why)

@@ -130,8 +130,12 @@ class ChannelPruner:
         self.end_epoch = _end_epoch(epochs)
         self.in_channels = in_channels
         self.dense_weights = _weight_count(model)
-        self.dense_channels = {m: m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)}
-        self.classifier = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        # The last Linear gives the class scores: its outputs stay. Hidden ones (mobilenet's
+        # 576 -> 1024, a quarter of its weights) lose outputs as convolutions do.
+        self.classifier = linear[-1:]
+        self.dense_channels = {m: _outputs(m) for m in model.modules()
+                               if isinstance(m, (nn.Conv2d, nn.Linear)) and m not in self.classifier}
 
     def __repr__(self) -> str:
         return f"ChannelPruner(final_ratio={self.final_ratio}, end_epoch={self.end_epoch})"
@@ -145,9 +149,9 @@ class ChannelPruner:
         momentum starts again, as after any change of shape)."""
         wanted = self.target(epoch)
         kept = math.sqrt(1 - wanted)  # of each layer's channels
-        ratios = {m: 1 - (round(dense * kept) + 0.5) / m.out_channels  # +0.5: torch-pruning floors
+        ratios = {m: 1 - (round(dense * kept) + 0.5) / _outputs(m)  # +0.5: torch-pruning floors
                   for m, dense in self.dense_channels.items()
-                  if round(dense * kept) >= 1 and round(dense * kept) < m.out_channels}
+                  if round(dense * kept) >= 1 and round(dense * kept) < _outputs(m)}
         if self.final_ratio > 0 and ratios:
             self._remove_channels(ratios)
             if optimizer is not None:
@@ -181,6 +185,10 @@ class ChannelPruner:
         model.to(memory_format=layout)  # torch-pruning's index_select gives contiguous weights
         for name, p in model.named_parameters():
             p.requires_grad_(name not in frozen)
+
+
+def _outputs(layer: nn.Conv2d | nn.Linear) -> int:
+    return layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
 
 
 def rebind(optimizer: torch.optim.Optimizer, model: nn.Module) -> None:

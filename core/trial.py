@@ -25,7 +25,7 @@ from core.augment import BatchAugment, crop_padding
 from core.cost import Cost, CostMeter
 from core.data import Dataset
 from core.finetune import freeze as freeze_layers
-from core.finetune import load_pretrained
+from core.finetune import load_pretrained, pretrained_normalisation
 from core.inference import inference_copy
 from core.mixup import Mixup, make_mixup
 from core.models import MODEL_OPTIONS, build_model, model_keywords, model_kind
@@ -62,18 +62,6 @@ def build_from_spec(spec: dict[str, Any],
     model = build_model(spec["name"], spec["num_classes"], spec["in_channels"], **spec["options"])
     return model, make_pruner(model, spec["prune_method"], spec["prune_ratio"],
                               epochs, spec["in_channels"])
-
-
-def probed_shapes(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """The model specs whose shapes a CPU trial probes channels-last with: its own, and for the
-    built-in model with channels removed, the same model at the width pruning ends at (keeping a
-    fraction k of the channels keeps about k^2 of the weights)."""
-    shapes = [spec]
-    if spec["prune_method"] == "channel" and spec["prune_ratio"] > 0 and spec["name"] == "resnet18":
-        kept = math.sqrt(1 - spec["prune_ratio"])
-        options = spec["options"] | {"width": spec["options"]["width"] * kept}
-        shapes.append(spec | {"options": options, "prune_ratio": 0.0})
-    return shapes
 
 
 def load_model_state(model: nn.Module, pruner: GradualPruner | ChannelPruner,
@@ -243,11 +231,11 @@ def build_trial(
     spec["options"] |= model_extras or {}  # a user's model function's own parameters
     net, pruner = build_from_spec(spec, max_epochs)
     if weights:
-        load_pretrained(net, weights)
-        freeze_layers(net, freeze)
+        load_pretrained(net, model_name, weights)
+    freeze_layers(net, model_name, freeze)
     mode = resolve_mode(precision, device)
     if device.type == "cpu":
-        mode = safe_on_cpu(mode, probed_shapes(spec), tuple(data.train_x.shape[1:]), batch_size,
+        mode = safe_on_cpu(mode, spec, tuple(data.train_x.shape[1:]), batch_size,
                            torch.get_num_threads())
     net = net.to(device, memory_format=mode.memory_format)
     opt = make_optimizer(optimizer, [p for p in net.parameters() if p.requires_grad], lr, momentum,
@@ -256,7 +244,9 @@ def build_trial(
     val_x, val_y = _on_device(data.val_x, data.val_y, device)
     steps = steps_per_epoch(len(y), batch_size)
     sched = make_schedule(schedule, opt, max_epochs, steps, warmup_epochs)
-    augment = BatchAugment(data.mean, data.std, crop_padding(data.image_size), data.hflip,
+    mean, std = pretrained_normalisation(model_name, weights, data.in_channels) or (data.mean,
+                                                                                   data.std)
+    augment = BatchAugment(mean, std, crop_padding(data.image_size), data.hflip,
                            mode.memory_format)
     mixup = make_mixup(mixup_alpha, data.num_classes)
     step_model = torch.compile(net) if compile and device.type == "cuda" else net

@@ -64,7 +64,7 @@ def train_classifier(config: dict, data: Dataset | None, settings: TrialSettings
             return
         with tempfile.TemporaryDirectory() as folder:
             checkpoints.save(folder, **trial.training_state(), epoch=epoch,
-                             mean=data.mean, std=data.std, classes=data.classes,
+                             mean=trial.augment.mean, std=trial.augment.std, classes=data.classes,
                              image_size=data.image_size)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 

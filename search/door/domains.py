@@ -260,3 +260,17 @@ def describe(value: Any) -> str:
         values = value_set(value)
         return f"{type(value).__name__.lower()} {kind} {values or '(unbounded)'}"
     return type(value).__name__
+
+
+def with_values_mapped(value: Any, fn) -> Any:
+    """A fixed value, tune.choice or tune.grid_search with `fn` applied to each value it can take
+    (any other domain as it is)."""
+    if is_grid(value):
+        return {"grid_search": [fn(v) for v in value["grid_search"]]}
+    if isinstance(value, Categorical):
+        import copy
+
+        mapped = copy.copy(value)
+        mapped.categories = [fn(v) for v in value.categories]
+        return mapped
+    return value if isinstance(value, Domain) else fn(value)

@@ -146,3 +146,37 @@ def probe_model(where: str, name: str, options: dict[str, Any], shape: tuple[int
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise SpecError(f"{field}: {name!r} maps a batch of 2 images to {got}; expected (2, "
                         f"{num_classes}): one score per class")
+
+
+def resolve_weights_paths(where: str, value: Any, space_file: Path) -> Any:
+    """`space.weights` with each file it names made absolute (relative to the space file's
+    folder, as a trial runs elsewhere); weights names such as DEFAULT as they are."""
+    from core.finetune import is_weights_file
+    from search.door.domains import with_values_mapped
+
+    def absolute(weights):
+        if not isinstance(weights, str) or not is_weights_file(weights):
+            return weights
+        path = Path(weights).expanduser()
+        path = path if path.is_absolute() else space_file.resolve().parent / path
+        if not path.is_file():
+            raise SpecError(f"{where}: space.weights: {weights}: no such file (relative to the "
+                            f"space file's folder, {space_file.resolve().parent})")
+        return str(path)
+
+    return with_values_mapped(value, absolute)
+
+
+def check_weights(where: str, name: str, weights: list[str], options: dict[str, Any],
+                  in_channels: int, num_classes: int) -> None:
+    """Refuses weights the model cannot start from: a file that is not a state dict of it, a
+    weights name its library does not have, weights not cached where the machine is offline.
+    Reading torchvision's also puts them in torch's hub cache for the trials."""
+    from core.finetune import load_pretrained, pretrained_normalisation
+
+    for value in weights:
+        try:
+            load_pretrained(build_model(name, num_classes, in_channels, **options), name, value)
+            pretrained_normalisation(name, value, in_channels)
+        except (ValueError, ImportError) as e:
+            raise SpecError(f"{where}: space.weights: {e}") from None

@@ -178,15 +178,18 @@ def check_data(spec: SearchSpec) -> Check:
 
 
 def check_model(spec: SearchSpec) -> Check:
-    """A model other than the built-in one is built and run on a batch of the data's shape."""
-    from core.models import MODEL_OPTIONS, model_kind
+    """A model other than the built-in one is built and run on a batch of the data's shape; the
+    weights the space may start from load into it."""
+    from core.models import MODEL_OPTIONS, model_keywords, model_kind
+    from search.door.domains import domain_choices, example_value
 
     kind = model_kind(spec.model)
-    if kind == "builtin":
+    weights = [w for w in domain_choices(spec.space.get("weights")) or [spec.space.get("weights")]
+               if w]
+    if kind == "builtin" and not weights:
         return Check("model", "resnet18, built in")
     from core.data import DataError, data_shape
-    from search.door.domains import example_value
-    from search.door.models import own_model_parameters, probe_model
+    from search.door.models import check_weights, own_model_parameters, probe_model
 
     try:
         shape, classes = data_shape(spec.dataset, spec.data_dir, spec.image_size)
@@ -194,9 +197,15 @@ def check_model(spec: SearchSpec) -> Check:
         raise SpecError(str(e)) from None
     named = [*MODEL_OPTIONS, *sorted(own_model_parameters(spec.model))]
     options = {o: example_value(spec.space[o]) for o in named if o in spec.space}
-    probe_model(str(spec.source), spec.model, options, shape, classes, _channel_pruning(spec))
+    if kind != "builtin":
+        probe_model(str(spec.source), spec.model, options, shape, classes, _channel_pruning(spec))
+    if kind != "builtin" and kind != "user":
+        options = {o: v for o, v in options.items() if o in model_keywords(spec.model)}
+    check_weights(str(spec.source), spec.model, weights, options, shape[0], classes)
     c, h, w = shape
-    return Check("model", f"{spec.model} ({kind}) maps {c}x{h}x{w} images to {classes} classes")
+    starts = f", starting from {', '.join(weights)}" if weights else ""
+    return Check("model", f"{spec.model} ({kind}) maps {c}x{h}x{w} images to {classes} "
+                          f"classes{starts}")
 
 
 def _channel_pruning(spec: SearchSpec) -> float:

@@ -157,6 +157,10 @@ def build_spec(source: Path, settings: dict[str, Any], space: dict[str, Any], qu
         check_model_name(where, full["model"])
         own_parameters = own_model_parameters(full["model"])
     dims = _check_space(where, space, full, allow_faults, own_parameters)
+    if space.get("weights") is not None:
+        from search.door.models import resolve_weights_paths
+
+        space = dict(space, weights=resolve_weights_paths(where, space["weights"], source))
     if full["model"] != "resnet18":
         from search.door.models import check_model_options
 

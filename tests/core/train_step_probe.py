@@ -1,4 +1,5 @@
-"""One train step in a given mode, run in a child process by test_precision_matrix.py.
+"""One train step of a model spec in a given mode, run in a child process by
+test_precision_matrix.py.
 
 Kept apart from the test module so a child imports torch and core/, not pytest.
 """
@@ -9,28 +10,25 @@ import torch
 
 from core.augment import BatchAugment
 from core.inference import inference_copy
-from core.losses import classification_loss
-from core.models import build_model
+from core.layout_probe import train_steps
 from core.precision import Mode
 from core.train import evaluate
+from core.trial import build_from_spec
+
+BATCH = 12
 
 
-def one_step(width: float, threads: int, layout: str, precision: str, conv: str,
-             channels: int) -> None:
-    """Forward, backward and an optimizer step of ResNet-18 in the given mode; evaluation too."""
+def one_step(spec: dict, threads: int, layout: str, precision: str,
+             shape: tuple[int, int, int]) -> None:
+    """Two optimizer steps of `spec`'s model in the given mode (pruned to its final ratio first,
+    where it removes channels), then an evaluation of its inference copy."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    model, pruner = build_from_spec(spec)
+    pruner.step(1)  # epochs=1: the final ratio, the narrowest shapes
+    train_steps(model, layout, precision, shape, BATCH, spec["num_classes"], steps=2)
     mode = Mode(precision, layout)
-    model = build_model("resnet18", 10, channels, width=width, conv=conv)
-    model = model.to(memory_format=mode.memory_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    augment = BatchAugment((0.5,) * channels, (0.25,) * channels, 4, True, mode.memory_format)
-    x = torch.randint(0, 256, (12, channels, 32, 32), dtype=torch.uint8)
-    y = torch.randint(0, 10, (12,))
-    with torch.autocast("cpu", dtype=mode.autocast_dtype, enabled=mode.autocast_dtype is not None):
-        loss = classification_loss(model(augment.train(x)), y, 0.1)
-    loss.backward()
-    optimizer.step()
-    if not torch.isfinite(loss):
-        raise AssertionError(f"loss {loss.item()}")
+    augment = BatchAugment((0.5,) * shape[0], (0.25,) * shape[0], 0, False, mode.memory_format)
+    x = torch.randint(0, 256, (BATCH, *shape), dtype=torch.uint8)
+    y = torch.randint(0, spec["num_classes"], (BATCH,))
     evaluate(inference_copy(model), x, y, augment, 5, autocast_dtype=mode.autocast_dtype)

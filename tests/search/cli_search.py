@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, injected, write_space
 
@@ -20,11 +21,42 @@ NUM_SAMPLES = 5
 MAX_EPOCHS = 4
 
 
+def assert_one_clean_record(search: Search, rows_before: dict, midway: list[str],
+                            output: str = "") -> None:
+    rows_after = search.result_rows()
+    assert len(rows_after) == NUM_SAMPLES, (rows_before, rows_after, output[-4000:],
+                                            sorted(p.name for p in search.folder.iterdir()))
+    finished_before = [t for t, (s, _) in search.trial_states().items() if t in rows_before]
+    for trial, iterations in rows_before.items():
+        after = rows_after[trial]
+        # Finished trials did not train again; interrupted ones did not start over.
+        assert after.count(1) == 1, (trial, after)
+        if trial not in midway and iterations and iterations[-1] in (MAX_EPOCHS,):
+            assert after == iterations, (trial, iterations, after)
+        assert len(after) - len(set(after)) <= 1, (trial, after)  # at most one epoch redone
+    assert finished_before
+
+    client = MlflowClient(search.uri)
+    experiment = client.get_experiment_by_name("resume")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(c.data.tags["tune_run.trial_id"] for c in children) == sorted(rows_after)
+    for child in children:
+        assert child.info.status in ("FINISHED", "FAILED"), child.info.status
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
+        assert steps == list(range(1, max(rows_after[child.data.tags["tune_run.trial_id"]]) + 1))
+
+
 class Search:
     """One search's files and the commands that start and resume it."""
 
     def __init__(self, work: Path, image_folder: Path, search: str = "random",
-                 scheduler: str = "asha_stopping"):
+                 scheduler: str = "asha_stopping", model: str = "resnet18",
+                 model_space: str = '"width": 0.0625,'):
+        """`model` and `model_space` (the space's lines for the model's own options): what is
+        trained; a ResNet-18 of 4 first-stage channels by default."""
         self.work = work
         self.uri = f"sqlite:///{work}/mlflow.db"
         settings = {
@@ -35,13 +67,14 @@ class Search:
             # early; promotion ASHA's own resume is tested below.
             "scheduler": scheduler,
             "storage": str(work / "results"), "tracking_uri": self.uri, "experiment": "resume",
+            "model": model,
         }
         # Each epoch takes at least 0.7 s, so the test can catch a trial mid-way.
-        self.space = write_space(work / "space.py", settings, """
+        self.space = write_space(work / "space.py", settings, f"""
             "lr": tune.loguniform(1e-3, 1e-1),
-            "width": 0.0625,
+            {model_space}
             "batch_size": 16,
-            "_fault": {"kind": "slow", "seconds": 0.7},
+            "_fault": {{"kind": "slow", "seconds": 0.7}},
         """)
         self.folder = work / "results" / "interrupted"
 

@@ -7,13 +7,6 @@ No Ray here: a tiny pruned model is trained in-process with core/ and checkpoint
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,7 +15,6 @@ import mlflow.pyfunc
 import mlflow.pytorch
 import numpy as np
 import pytest
-import requests
 import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
@@ -37,6 +29,7 @@ from search.record.tracking import SearchRecord
 from search.report import results
 from search.report.results import MODEL_NAME, complete_parent_run
 from tests.conftest import make_image_folder
+from tests.search.model_server import ask, serving
 from trainables import checkpoints
 
 pytestmark = pytest.mark.slow
@@ -152,53 +145,16 @@ def test_model_card_on_the_parent_run(shipped):
     assert "CPU latency, batch 128" in text and "class0" in text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_registered_champion_is_served_and_answers_as_pyfunc(shipped):
     version = MlflowClient(shipped.uri).get_model_version_by_alias(REGISTERED, "champion")
     assert str(version.version) == "1"
-    port, log = _free_port(), open(shipped.work / "serve.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{REGISTERED}@champion",
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-        env=os.environ | {"MLFLOW_TRACKING_URI": shipped.uri,  # uvicorn: beside this Python
-                          "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
-        stdout=log, stderr=log,
-        start_new_session=True,  # its workers share its process group: stopped with it below
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, (shipped.work / "serve.log").read_text()[-2000:]
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "the model server did not start in 120 s"
-            time.sleep(0.5)
-        answer = requests.post(f"http://127.0.0.1:{port}/invocations", timeout=60,
-                               data=json.dumps({"inputs": shipped.images.tolist()}),
-                               headers={"Content-Type": "application/json"})
+    with serving(f"models:/{REGISTERED}@champion", shipped.uri, shipped.work / "serve.log") as url:
+        answer = ask(url, shipped.images)
         assert answer.ok, answer.text[:500]
         served = [row["class"] for row in answer.json()["predictions"]]
         local = mlflow.pyfunc.load_model(shipped.model_uri).predict(shipped.images)
         assert served == list(local["class"])
         assert abs(_accuracy(served, shipped.labels) - shipped.test_acc) <= 0.005
         # JSON has no dtype: the server casts 0..1 floats to uint8 zeros and ones; refused.
-        floats = requests.post(f"http://127.0.0.1:{port}/invocations", timeout=60,
-                               data=json.dumps({"inputs": (shipped.images[:2] / 255).tolist()}),
-                               headers={"Content-Type": "application/json"})
+        floats = ask(url, shipped.images[:2] / 255)
         assert floats.status_code == 400 and "expected pixels 0..255" in floats.text
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()

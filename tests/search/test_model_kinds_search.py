@@ -1,16 +1,22 @@
-"""Real tiny searches of models other than the built-in one: a torchvision model and a user's own
-file, through the CLI, real Ray Tune and a real MLflow SQLite store."""
+"""Real tiny searches of models other than the built-in one (torchvision's, channel-pruned too;
+timm's; a user's own file, killed and resumed, then served by a real `mlflow models serve` without
+the file), through the CLI, real Ray Tune and a real MLflow SQLite store."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
+import mlflow.pyfunc
 import mlflow.pytorch
+import numpy as np
 import pytest
 import torch
 
 from tests.conftest import REPO, search_runs, write_space
+from tests.search.cli_search import Search, assert_one_clean_record
+from tests.search.model_server import ask, serving
 
 pytestmark = pytest.mark.slow
 
@@ -60,13 +66,30 @@ def _assert_trained_and_shipped(uri: str, experiment: str, classes: int) -> None
     assert out.shape == (2, classes)
 
 
-def test_a_torchvision_model_is_searched_with_its_dropout(image_folder, tmp_path):
+def test_a_torchvision_model_is_searched_with_its_dropout_and_channels_removed(image_folder,
+                                                                              tmp_path):
     uri = _search(tmp_path, image_folder, "mobilenet_v3_small", """
         "lr": tune.loguniform(1e-3, 1e-1),
         "dropout": tune.uniform(0.0, 0.5),
+        "prune_method": "channel",
+        "prune_ratio": 0.5,
         "batch_size": 16,
     """, "tv")
     _assert_trained_and_shipped(uri, "tv", 3)
+    _, _, children = search_runs(uri, "tv")
+    for child in children:  # torch-pruning's graph removed channels: a smaller model
+        metrics = child.data.metrics
+        assert 0.4 <= metrics["sparsity"] <= 0.6, metrics
+
+
+def test_a_timm_model_is_searched(image_folder, tmp_path):
+    pytest.importorskip("timm")
+    uri = _search(tmp_path, image_folder, "timm/resnet10t", """
+        "lr": tune.loguniform(1e-3, 1e-1),
+        "dropout": tune.choice([0.0, 0.2]),
+        "batch_size": 16,
+    """, "timm")
+    _assert_trained_and_shipped(uri, "timm", 3)
 
 
 def test_a_model_of_the_user_s_own_file_is_searched(image_folder, tmp_path):
@@ -80,3 +103,29 @@ def test_a_model_of_the_user_s_own_file_is_searched(image_folder, tmp_path):
     """, "own")
     (tmp_path / "models" / "tiny.py").unlink()  # the shipped model carries its own code
     _assert_trained_and_shipped(uri, "own", 3)
+
+
+def test_a_user_models_search_resumes_and_its_model_serves_without_the_file(image_folder,
+                                                                          tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny.py").write_text(USER_MODEL)
+    search = Search(tmp_path, image_folder, model="models/tiny.py:build",
+                    model_space='"depth": tune.choice([1, 2]),')
+    rows_before, midway, *_ = search.interrupt_when_two_finished_and_one_midway(
+        search.start(), signal.SIGKILL)
+    resumed = search.run("--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_one_clean_record(search, rows_before, midway)
+
+    (tmp_path / "models" / "tiny.py").unlink()  # the shipped model carries its own code
+    _, parents, _ = search_runs(search.uri, "resume")
+    model_uri = f"runs:/{parents[0].info.run_id}/best_model"
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    # A fresh server process that has tune-run's code but not the user's file on its path.
+    with serving(model_uri, search.uri, tmp_path / "serve.log",
+                 env={"PYTHONPATH": str(REPO)}) as url:
+        answer = ask(url, images)
+    assert answer.ok, answer.text[:500]
+    served = [row["class"] for row in answer.json()["predictions"]]
+    mlflow.set_tracking_uri(search.uri)
+    assert served == list(mlflow.pyfunc.load_model(model_uri).predict(images)["class"])

@@ -15,40 +15,17 @@ import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, injected
-from tests.search.cli_search import MAX_EPOCHS, NUM_SAMPLES, Search, kill_group
+from tests.search.cli_search import (
+    MAX_EPOCHS,
+    NUM_SAMPLES,
+    Search,
+    assert_one_clean_record,
+    kill_group,
+)
 
 pytestmark = pytest.mark.slow
-
-
-def assert_one_clean_record(search: Search, rows_before: dict, midway: list[str],
-                            output: str = "") -> None:
-    rows_after = search.result_rows()
-    assert len(rows_after) == NUM_SAMPLES, (rows_before, rows_after, output[-4000:],
-                                            sorted(p.name for p in search.folder.iterdir()))
-    finished_before = [t for t, (s, _) in search.trial_states().items() if t in rows_before]
-    for trial, iterations in rows_before.items():
-        after = rows_after[trial]
-        # Finished trials did not train again; interrupted ones did not start over.
-        assert after.count(1) == 1, (trial, after)
-        if trial not in midway and iterations and iterations[-1] in (MAX_EPOCHS,):
-            assert after == iterations, (trial, iterations, after)
-        assert len(after) - len(set(after)) <= 1, (trial, after)  # at most one epoch redone
-    assert finished_before
-
-    client = MlflowClient(search.uri)
-    experiment = client.get_experiment_by_name("resume")
-    runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert sorted(c.data.tags["tune_run.trial_id"] for c in children) == sorted(rows_after)
-    for child in children:
-        assert child.info.status in ("FINISHED", "FAILED"), child.info.status
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
-        assert steps == list(range(1, max(rows_after[child.data.tags["tune_run.trial_id"]]) + 1))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
