@@ -106,3 +106,47 @@ def test_a_user_function_s_own_parameter_may_be_searched(user_models, capsys):
                                           '"depth": tune.choice([1, 2])}'))
     code, err = run_cli(["deep.py", "--dry-run"], capsys)
     assert code == 0, err
+
+
+@pytest.fixture
+def weight_files(workdir):
+    """State dicts beside the space file: one of a width-0.25 ResNet-18 for digits' 1 channel and
+    10 classes, one of torchvision's mobilenet_v3_small."""
+    import torch
+    from torchvision import models
+
+    from core.models import ResNet18
+
+    torch.save(ResNet18(10, 1, width=0.25).state_dict(), workdir / "r18.pt")
+    torch.save(models.mobilenet_v3_small().state_dict(), workdir / "mnv3.pth")
+    return workdir
+
+
+WEIGHTS_REFUSALS = [
+    ("resnet18", '"width": 0.25, "weights": "absent.pt"', ["space.weights", "absent.pt: no such file"]),
+    ("resnet18", '"width": 0.5, "weights": "r18.pt"',
+     ["space.weights", "of model 'resnet18'", "match by name and shape"]),
+    ("mobilenet_v3_small", '"weights": "r18.pt"', ["space.weights", "of model 'mobilenet_v3_small'"]),
+    ("mobilenet_v3_small", '"weights": "IMAGENET9K"',
+     ["space.weights", "no such weights for mobilenet_v3_small", "IMAGENET1K_V1"]),
+    ("models/mine.py:build", '"weights": "DEFAULT"',
+     ["space.weights", "a model of one's own takes a state-dict file"]),
+    ("resnet18", '"width": 0.25, "weights": tune.choice(["r18.pt", "mnv3.pth"])',
+     ["space.weights", "mnv3.pth", "of model 'resnet18'"]),
+]
+
+
+@pytest.mark.parametrize("model, space, fragments", WEIGHTS_REFUSALS,
+                         ids=[f"{r[0]}-{i}" for i, r in enumerate(WEIGHTS_REFUSALS)])
+def test_weights_the_model_cannot_start_from_are_refused(model, space, fragments, weight_files,
+                                                        user_models, capsys):
+    refuse_space_file(space_file(_settings(model), f'{{"lr": tune.loguniform(1e-3, 1e-1), {space}}}'),
+                      [], fragments, weight_files, capsys)
+
+
+def test_weights_beside_the_space_file_pass_the_dry_run(weight_files, capsys):
+    (weight_files / "tuned.py").write_text(space_file(
+        _settings("resnet18"), '{"lr": tune.loguniform(1e-3, 1e-1), "width": 0.25, '
+                               '"weights": "r18.pt", "freeze": "backbone"}'))
+    code, err = run_cli(["tuned.py", "--dry-run"], capsys)
+    assert code == 0, err

@@ -41,7 +41,8 @@ def build(num_classes, in_channels, depth, dropout=0.0):
 """
 
 
-def _search(work, image_folder, model: str, space: str, experiment: str):
+def _search(work, image_folder, model: str, space: str, experiment: str,
+            env: dict[str, str] | None = None):
     settings = {"dataset": "imagefolder", "data_dir": str(image_folder), "num_samples": 2,
                 "max_epochs": 2, "grace_period": 1, "max_concurrent": 2, "seed": 1,
                 "model": model, "experiment": experiment, "storage": str(work / "results")}
@@ -50,7 +51,7 @@ def _search(work, image_folder, model: str, space: str, experiment: str):
     proc = subprocess.run(
         [sys.executable, "-m", "search.cli", str(space_file), "--tracking-uri", uri],
         cwd=work, capture_output=True, text=True, timeout=600,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(work)})
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(work), **(env or {})})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return uri
 
@@ -80,6 +81,32 @@ def test_a_torchvision_model_is_searched_with_its_dropout_and_channels_removed(i
     for child in children:  # torch-pruning's graph removed channels: a smaller model
         metrics = child.data.metrics
         assert 0.4 <= metrics["sparsity"] <= 0.6, metrics
+
+
+def test_a_torchvision_model_fine_tunes_from_torch_s_cache_and_ships_its_normalisation(
+        image_folder, tmp_path):
+    from torchvision import models
+
+    # What torchvision fetched once where online: DEFAULT's file in TORCH_HOME's hub cache.
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    pretrained = models.mobilenet_v3_small()
+    file = models.MobileNet_V3_Small_Weights.DEFAULT.url.rsplit("/", 1)[-1]
+    torch.save(pretrained.state_dict(), cache / file)
+    uri = _search(tmp_path, image_folder, "mobilenet_v3_small", """
+        "lr": tune.loguniform(1e-3, 1e-1),
+        "weights": "DEFAULT",
+        "freeze": "backbone",
+        "batch_size": 16,
+    """, "ft", env={"TORCH_HOME": str(tmp_path / "torch")})
+    _assert_trained_and_shipped(uri, "ft", 3)
+    _, parents, _ = search_runs(uri, "ft")
+    shipped = mlflow.pytorch.load_model(f"runs:/{parents[0].info.run_id}/best_model")
+    assert shipped.mean.flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])  # ImageNet's
+    assert shipped.std.flatten().tolist() == pytest.approx([0.229, 0.224, 0.225])
+    for name, tensor in pretrained.state_dict().items():  # the backbone as loaded, untrained
+        if not name.startswith("classifier.3."):
+            assert torch.equal(shipped.net.state_dict()[name], tensor), name
 
 
 def test_a_timm_model_is_searched(image_folder, tmp_path):
