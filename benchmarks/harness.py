@@ -154,14 +154,17 @@ class StepLimit:
     resolved values; width, optimizer, lr, momentum, weight decay)."""
 
     def __init__(self, device: torch.device, hp: dict, mode, compile_: bool = False,
-                 classes: int = 10, image: int = 32):
+                 classes: int = 10, image: int = 32, model_name: str = "resnet18",
+                 options: dict | None = None):
+        """`options`: the model's options (core/models.py); the built-in model's width by default."""
         from core.models import build_model
         from core.optim import make_optimizer
         from core.train import train_step
 
         torch.manual_seed(0)
         self.device, self.batch, self.mode, self._step = device, hp["batch_size"], mode, train_step
-        model = build_model("resnet18", classes, 3, width=hp["width"])
+        options = {"width": hp["width"]} if options is None else options
+        model = build_model(model_name, classes, 3, **options)
         model = model.to(device, memory_format=mode.memory_format).train()
         self.optimizer = make_optimizer(hp["optimizer"], model.parameters(), hp["lr"],
                                         hp["momentum"], hp["weight_decay"], hp["nesterov"])

@@ -11,6 +11,7 @@ from benchmarks.harness import Section
 from benchmarks.sections import (
                                  cluster_data,
                                  gpu,
+                                 models,
                                  orchestration,
                                  pruning,
                                  resume_chaos,
@@ -21,6 +22,7 @@ from benchmarks.sections import (
 
 SECTIONS: tuple[Section, ...] = (
     *throughput.SECTIONS,  # compute, trial, baseline
+    *models.SECTIONS,
     *searches.SECTIONS,  # searches, precision
     *orchestration.SECTIONS,  # overhead, memory
     *pruning.SECTIONS,  # pruning, pareto
