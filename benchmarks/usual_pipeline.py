@@ -31,7 +31,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from core.data import _list_image_folder, _split, _take_list
+from core.data import _list_image_folder, _stratified_split, _take_list
 from core.losses import classification_loss
 from core.models import build_model
 from core.optim import make_optimizer, make_schedule
@@ -54,8 +54,7 @@ def split_files(root: Path, subset: int, val_fraction: float, seed: int):
     """The train and validation files tune-run's load_dataset uses for the same settings."""
     files, classes = _list_image_folder(root / "train", root)
     files = _take_list(files, subset, seed)
-    index = np.arange(len(files))
-    (kept, _), (held, _) = _split(index, index, val_fraction, seed)
+    kept, held = _stratified_split(np.array([label for _, label in files]), val_fraction, seed)
     return [files[i] for i in kept], [files[i] for i in held], classes
 
 

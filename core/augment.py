@@ -1,35 +1,58 @@
 """Batched augmentation on tensors, on the trial's device.
 
-Equivalent in distribution to torchvision's `RandomCrop(size, padding, fill=0)` followed by
-`RandomHorizontalFlip(0.5)` applied image by image, then `Normalize(mean, std)`; done here for a whole
-batch at once so no DataLoader worker has to decode or transform images.
+Three kinds (the `augment` setting), each done for a whole batch at once so no DataLoader worker has
+to decode or transform images, then `Normalize(mean, std)`:
+- `crop_flip`, equivalent in distribution to torchvision's `RandomCrop(size, padding, fill=0)` and
+  `RandomHorizontalFlip(0.5)` applied image by image: CIFAR's, the default up to 64 px;
+- `resized_crop_flip`, as `RandomResizedCrop(size, scale=(0.35, 1), ratio=(3/4, 4/3))` and the flip:
+  one affine grid per image, sampled bilinearly; the default for photos above 64 px;
+- `none`.
+Evaluation (and the served model) normalises only.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
+AUGMENTS = ("crop_flip", "resized_crop_flip", "none")
+RESIZED_CROP_SCALE = (0.35, 1.0)  # of the image's area
+RESIZED_CROP_RATIO = (3 / 4, 4 / 3)  # width / height
+
+
+def default_augment(image_size: int) -> str:
+    return "crop_flip" if image_size <= 64 else "resized_crop_flip"
+
 
 class BatchAugment:
-    """Random crop with zero padding, optional horizontal flip, and normalisation of uint8 batches."""
+    """Random crop (with zero padding, or resized), optional horizontal flip, and normalisation of
+    uint8 batches."""
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], padding: int, hflip: bool,
-                 memory_format: torch.memory_format = torch.contiguous_format):
+                 memory_format: torch.memory_format = torch.contiguous_format,
+                 kind: str = "crop_flip"):
         if padding < 0:
             raise ValueError(f"padding must be >= 0, got {padding=}")
         if len(mean) != len(std):
             raise ValueError(f"mean and std differ in length: {len(mean)} vs {len(std)}")
-        self.mean, self.std, self.padding, self.hflip = mean, std, padding, hflip
+        if kind not in AUGMENTS:
+            raise ValueError(f"augment {kind!r}: expected one of {', '.join(AUGMENTS)}")
+        self.mean, self.std, self.padding, self.hflip, self.kind = mean, std, padding, hflip, kind
         # The layout the model trains in (core/precision.py): batches leave here in it, with fresh
         # strides (tests/core/test_precision_matrix.py runs every layout through oneDNN).
         self.memory_format = memory_format
 
     def __repr__(self) -> str:
-        return f"BatchAugment(padding={self.padding}, hflip={self.hflip})"
+        return f"BatchAugment({self.kind}, padding={self.padding}, hflip={self.hflip})"
 
     def train(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, C, H, W) uint8 -> augmented, normalised float (B, C, H, W)."""
+        if self.kind == "none":
+            return self.normalise(x)
+        if self.kind == "resized_crop_flip":
+            return self.normalise(self._resized_crop(x, generator))
         x = self._crop(x, generator)
         if self.hflip:
             flip = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
@@ -42,6 +65,30 @@ class BatchAugment:
         # Not .contiguous(): a 1-channel crop with channels-last strides already counts as
         # contiguous, yet oneDNN still takes it for channels-last; .to() lays out new strides.
         return (x.to(dtype, memory_format=self.memory_format) - mean) / std
+
+    def _resized_crop(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Each image's random-resized crop (and flip) as one affine grid, sampled bilinearly."""
+        b = x.shape[0]
+
+        def uniform(low: float, high: float) -> torch.Tensor:
+            return low + (high - low) * torch.rand(b, device=x.device, generator=generator)
+
+        area = uniform(*RESIZED_CROP_SCALE)
+        ratio = torch.exp(uniform(*(math.log(r) for r in RESIZED_CROP_RATIO)))
+        width = torch.sqrt(area * ratio).clamp(max=1.0)  # of the image's width (grid units / 2)
+        height = torch.sqrt(area / ratio).clamp(max=1.0)
+        cx = (2 * torch.rand(b, device=x.device, generator=generator) - 1) * (1 - width)
+        cy = (2 * torch.rand(b, device=x.device, generator=generator) - 1) * (1 - height)
+        flip = torch.ones(b, device=x.device)
+        if self.hflip:
+            flip = torch.where(torch.rand(b, device=x.device, generator=generator) < 0.5, -1.0, 1.0)
+        theta = torch.zeros(b, 2, 3, device=x.device)
+        theta[:, 0, 0], theta[:, 0, 2] = width * flip, cx
+        theta[:, 1, 1], theta[:, 1, 2] = height, cy
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border",
+                            align_corners=False)
+        return out
 
     def _crop(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         p = self.padding

@@ -1,7 +1,10 @@
-"""Image data sets as uint8 arrays, decoded once per search and shared by every trial.
+"""Image data sets as uint8 arrays, decoded once per machine and mapped by every trial.
 
-A `Dataset` holds train / val / test splits as (N, C, H, W) uint8 arrays and int64 labels. The driver
-loads it once; Ray's object store hands the same memory to every trial on a node (zero-copy numpy).
+A `Dataset` holds train / val / test splits as (N, C, H, W) uint8 arrays and int64 labels. The
+sources (core/sources.py) say which images each split has; this module takes the subset, carves a
+stratified validation split where the source has none, decodes, and keeps the result in the decoded
+cache (core/decoded_cache.py): one .npy file per split and array on the node's local disk, which
+every process maps read-only, so the page cache holds one copy per node however many trials read it.
 """
 
 from __future__ import annotations
@@ -13,15 +16,27 @@ from pathlib import Path
 
 import numpy as np
 
-from core.cache import cache_root
+from core import decoded_cache
 from core.images import ImageError, fit_array, read_image
+from core.sources import (
+    DATASETS,
+    HFLIP,
+    IMAGE_SUFFIXES,
+    TORCHVISION_FORMATS,
+    DataError,
+    Decoded,
+    Files,
+    Listed,
+    check_torchvision_format,
+    csv_manifests,
+    digits,
+    image_folder,
+    list_class_folders,
+    torchvision_format,
+)
 
-DATASETS = ("cifar10", "imagefolder", "digits")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
-
-
-class DataError(Exception):
-    """Data that cannot be found or read; the message says where it looked and what to do."""
+__all__ = ["DATASETS", "IMAGE_SUFFIXES", "DataError", "Dataset", "load_dataset",
+           "check_data_folder", "data_shape", "source_of"]
 
 
 @dataclass
@@ -59,203 +74,269 @@ def load_dataset(
     seed: int = 0,
     cache_dir: str | None = None,
     image_size: int | None = None,
+    *,
+    train_csv: str | None = None,
+    val_csv: str | None = None,
+    test_csv: str | None = None,
+    download: bool = False,
 ) -> Dataset:
-    """Loads a data set and carves a validation split from its train split with a fixed seed.
+    """Loads a data set, with its own validation split where it has one (an ImageFolder's val/,
+    a val_csv), else one carved from train with a fixed seed, stratified by class.
 
-    `subset` keeps that many train images (before the split, class-balanced by random choice) and a
-    proportional share of the test images, for CPU-sized runs. `image_size` resizes every image once,
-    as it is decoded (shorter side, then a centre crop: core/images.py); None keeps the data's own
-    size, which all images must then share. Decoded images are cached in `cache_dir`, by default
-    the cache folder (core/cache.py).
+    `subset` keeps that many train images (a random, seeded choice) and a proportional share of the
+    validation and test images, for CPU-sized runs. `image_size` resizes every image once, as it is
+    decoded (shorter side, then a centre crop: core/images.py); None keeps the data's own size,
+    which all images must then share. The splits are kept in `cache_dir` (by default the cache
+    folder, core/cache.py) and come back memory-mapped.
     """
+    source = source_of(name, data_dir, train_csv, val_csv, test_csv, download)
+    key = _key(name, source, val_fraction, subset, seed, image_size)
+    folder = decoded_cache.folder(cache_dir, key)
+
+    def build(into: Path) -> None:
+        if isinstance(source, Listed):
+            _write_listed(source, into, val_fraction, subset, seed, image_size)
+        else:
+            _write_decoded(name, source, into, val_fraction, subset, seed, image_size)
+
+    arrays, meta = decoded_cache.load_or_build(folder, build)
+    return Dataset(name, meta["classes"], *arrays, tuple(meta["mean"]), tuple(meta["std"]),
+                   HFLIP[name])
+
+
+def source_of(name: str, data_dir: str | None, train_csv: str | None = None,
+              val_csv: str | None = None, test_csv: str | None = None,
+              download: bool = False) -> Listed | Decoded:
+    """The splits of data set `name`, as files to decode or arrays already decoded."""
     if name == "digits":
-        x, y, classes = _digits()
-        (train_x, train_y), (test_x, test_y) = _split(x, y, 0.2, seed + 1)
-        hflip = False
-    elif name in ("cifar10", "imagefolder"):
-        root = _find_root(name, data_dir)
-        train, test, classes = _image_splits(name, root, subset, seed, cache_dir, image_size)
-        (train_x, train_y), (test_x, test_y) = train, test
-        hflip = True
-    else:
+        x, y, classes = digits()
+        train, test = _stratified_split(y, 0.2, 1)  # a fixed test split of its own
+        return Decoded(classes, (x[train], y[train]), (x[test], y[test]))
+    if name == "csv":
+        return csv_manifests(train_csv, val_csv, test_csv)
+    if name not in DATASETS:
         raise DataError(f"dataset {name!r}: expected one of {', '.join(DATASETS)}")
-    if subset is not None and name == "digits":
-        train_x, train_y = _take(train_x, train_y, subset, seed)
-    if image_size is not None:  # arrays that came decoded already (digits, CIFAR-10's batches)
-        train_x, test_x = fit_array(train_x, image_size), fit_array(test_x, image_size)
-    (train_x, train_y), (val_x, val_y) = _split(train_x, train_y, val_fraction, seed)
-    mean = tuple(float(m) for m in train_x.mean(axis=(0, 2, 3)) / 255.0)
-    std = tuple(float(s) for s in train_x.std(axis=(0, 2, 3)) / 255.0 + 1e-6)
-    return Dataset(name, classes, train_x, train_y, val_x, val_y, test_x, test_y, mean, std, hflip)
+    root = _find_root(name, data_dir, download)
+    if name == "imagefolder" or (name == "cifar10" and (root / "train").is_dir()):
+        return image_folder(root)
+    return torchvision_format(name, root, download)
 
 
-def check_data_folder(name: str, data_dir: str | None) -> str:
-    """Checks that a data set can be found, without decoding it; returns what was found.
-
-    Raises DataError naming the folder and what it should hold.
-    """
+def check_data_folder(name: str, data_dir: str | None, train_csv: str | None = None,
+                      val_csv: str | None = None, test_csv: str | None = None,
+                      download: bool = False) -> str:
+    """Checks that a data set can be found and read, without decoding its images (a torchvision
+    format is fetched here with `download`); returns what was found. Raises DataError naming the
+    file or folder and what it should hold."""
     if name == "digits":
         return "scikit-learn's bundled 8x8 digits (no folder needed)"
-    if name not in ("cifar10", "imagefolder"):
-        raise DataError(f"dataset {name!r}: expected one of {', '.join(DATASETS)}")
-    root = _find_root(name, data_dir)
-    if name == "cifar10" and _is_torchvision_cifar(root):
-        return f"torchvision's cifar-10-batches-py in {root}"
-    train, classes = _list_image_folder(root / "train", root)
-    test, test_classes = _list_image_folder(root / "test", root)
-    if test_classes != classes:
-        raise DataError(f"{root}: test/ has classes {test_classes}, train/ has {classes}")
-    return f"{len(train):,} train and {len(test):,} test images in {len(classes)} classes in {root}"
+    if name in TORCHVISION_FORMATS:
+        root = _find_root(name, data_dir, download)
+        if not (name == "cifar10" and (root / "train").is_dir()):
+            return check_torchvision_format(name, root, download)
+    source = source_of(name, data_dir, train_csv, val_csv, test_csv, download)
+    where = "the CSV files" if name == "csv" else str(_find_root(name, data_dir, download))
+    val = f", {len(source.val):,} validation" if source.val is not None else ""
+    test = f" and {len(source.test):,} test" if source.test is not None else ""
+    return (f"{len(source.train):,} train{val}{test} images in {len(source.classes)} classes "
+            f"in {where}")
 
 
-def _digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """scikit-learn's bundled 8x8 digits (the rows `load_digits` returns), read from its CSV file:
-    importing scikit-learn itself costs seconds of a search's start (scipy.stats)."""
-    table = np.loadtxt(_sklearn_data_file("digits.csv.gz"), delimiter=",")  # (1797, 64 pixels + label)
-    images = table[:, :-1].reshape(-1, 1, 8, 8)  # values 0..16
-    x = (images * (255.0 / 16.0)).round().astype(np.uint8)  # (1797, 1, 8, 8)
-    return x, table[:, -1].astype(np.int64), [str(c) for c in range(10)]
+def data_shape(name: str, data_dir: str | None, image_size: int | None = None,
+               train_csv: str | None = None, download: bool = False,
+               ) -> tuple[tuple[int, int, int], int]:
+    """((channels, height, width), classes) of the images a search of this data set trains on,
+    without decoding more than one image (what the door probes a model with)."""
+    source = source_of(name, data_dir, train_csv, download=download)
+    if isinstance(source, Decoded):
+        c, h, w = source.train[0].shape[1:]
+        return (c, image_size or h, image_size or w), len(source.classes)
+    return tuple(read_image(source.train[0][0], image_size).shape), len(source.classes)
 
 
-def _sklearn_data_file(name: str) -> Path:
-    """A data file that ships with scikit-learn, found without importing scikit-learn."""
-    import importlib.util
-
-    package = importlib.util.find_spec("sklearn")
-    if package is None or not package.submodule_search_locations:
-        raise DataError("dataset 'digits' needs scikit-learn: pip install scikit-learn")
-    return Path(package.submodule_search_locations[0]) / "datasets" / "data" / name
+# ---------------------------------------------------------------------------------------------------
+# Splits.
 
 
-def _split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
-    """Splits off `fraction` of the rows, the same rows for the same seed."""
-    order = np.random.default_rng(seed).permutation(len(y))
-    n_held = max(1, int(round(len(y) * fraction))) if fraction > 0 else 0
-    kept, held = order[n_held:], order[:n_held]
-    return (x[kept], y[kept]), (x[held], y[held])
+def _stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept rows, held rows), sorted: `fraction` of each class held out, the same rows for the
+    same seed; at least one row held where fraction > 0."""
+    if fraction <= 0:
+        return np.arange(len(y)), np.arange(0)
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        rng.shuffle(rows)
+        held.append(rows[:int(round(len(rows) * fraction))])
+    held = np.concatenate(held) if held else np.arange(0)
+    if len(held) == 0 and len(y) > 1:
+        held = rng.permutation(len(y))[:1]
+    held = np.sort(held)
+    return np.setdiff1d(np.arange(len(y)), held), held
 
 
-def _take(x: np.ndarray, y: np.ndarray, n: int, seed: int):
-    if n >= len(y):
-        return x, y
-    rows = np.sort(np.random.default_rng(seed).permutation(len(y))[:n])
-    return x[rows], y[rows]
+def _take_rows(n_rows: int, n: int | None, seed: int) -> np.ndarray:
+    """A seeded random choice of `n` of `n_rows` rows, in order (all of them when n is None)."""
+    if n is None or n >= n_rows:
+        return np.arange(n_rows)
+    return np.sort(np.random.default_rng(seed).permutation(n_rows)[:n])
 
 
-def _find_root(name: str, data_dir: str | None) -> Path:
+def _take_list(files: list, n: int, seed: int) -> list:
+    return [files[i] for i in _take_rows(len(files), n, seed)]
+
+
+def _list_image_folder(folder: Path, root: Path) -> tuple[Files, list[str]]:
+    """A split's (path, label) files and its classes (what benchmarks pick their subsets from)."""
+    return list_class_folders(folder, root)
+
+
+def _split_sizes(source_train: int, own: int, subset: int | None) -> int | None:
+    """How many images of a split of `own` to keep when train keeps `subset` of `source_train`."""
+    if subset is None or subset >= source_train:
+        return None
+    return max(1, round(own * subset / source_train))
+
+
+def _write_listed(source: Listed, into: Path, val_fraction: float, subset: int | None, seed: int,
+                  image_size: int | None) -> None:
+    train = _take_list(source.train, subset, seed) if subset else source.train
+    labels = np.array([label for _, label in train], dtype=np.int64)
+    val, test = source.val, source.test
+    if val is None:
+        kept, held = _stratified_split(labels, val_fraction, seed)
+        train, val = [train[i] for i in kept], [train[i] for i in held]
+    elif subset:
+        val = _take_list(val, _split_sizes(len(source.train), len(val), subset) or len(val), seed)
+    if test is None:  # a CSV data set without test_csv: a test split of train's too
+        labels = np.array([label for _, label in train], dtype=np.int64)
+        kept, held = _stratified_split(labels, val_fraction, seed + 1)
+        train, test = [train[i] for i in kept], [train[i] for i in held]
+    elif subset:
+        test = _take_list(test, max(1, subset // 5), seed)
+    shape = None
+    for split, files in (("train", train), ("val", val), ("test", test)):
+        shape = _decode_into(files, into, split, image_size, shape)
+    mean, std = _channel_stats(np.load(into / "train_x.npy", mmap_mode="r"))
+    decoded_cache.write_meta(into, {"classes": source.classes, "mean": mean, "std": std})
+
+
+def _write_decoded(name: str, source: Decoded, into: Path, val_fraction: float,
+                   subset: int | None, seed: int, image_size: int | None) -> None:
+    (x, y), (test_x, test_y) = source.train, source.test
+    if subset is not None:
+        rows = _take_rows(len(y), subset, seed)
+        x, y = x[rows], y[rows]
+        if name != "digits":  # its 359 test images are few already: kept whole
+            rows = _take_rows(len(test_y), max(1, subset // 5), seed)
+            test_x, test_y = test_x[rows], test_y[rows]
+    if image_size is not None:
+        x, test_x = fit_array(x, image_size), fit_array(test_x, image_size)
+    kept, held = _stratified_split(y, val_fraction, seed)
+    for split, (sx, sy) in (("train", (x[kept], y[kept])), ("val", (x[held], y[held])),
+                            ("test", (test_x, test_y))):
+        decoded_cache.save_array(into, f"{split}_x", np.ascontiguousarray(sx))
+        decoded_cache.save_array(into, f"{split}_y", sy.astype(np.int64))
+    mean, std = _channel_stats(x[kept])
+    decoded_cache.write_meta(into, {"classes": source.classes, "mean": mean, "std": std})
+
+
+def _decode_into(files: Files, into: Path, split: str, image_size: int | None,
+                 shape: tuple[int, ...] | None) -> tuple[int, ...]:
+    """Decodes `files` one by one straight into `<split>_x.npy` (never the whole split in
+    memory); every image must have `shape` (C, H, W), that of the first image of train."""
+    if shape is None:
+        shape = _read(files[0][0], image_size).shape
+    images = decoded_cache.new_array(into, f"{split}_x", (len(files), *shape), np.uint8)
+    first = files[0][0] if files else ""
+    for i, (path, _) in enumerate(files):
+        image = _read(path, image_size)
+        if image.shape != shape:  # only without image_size
+            (h0, w0), (h, w) = shape[1:], image.shape[1:]
+            raise DataError(f"images differ in size ({first} is {w0}x{h0}, {path} is {w}x{h}); "
+                            f"set the image_size setting (e.g. {min(h0, w0, h, w)}) to resize "
+                            "them as they are decoded")
+        images[i] = image
+    images.flush()
+    del images
+    decoded_cache.save_array(into, f"{split}_y",
+                             np.array([label for _, label in files], dtype=np.int64))
+    return shape
+
+
+def _decode(files: Files, image_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`files` decoded in memory (for small sets made by hand: benchmarks/make_gpu_subset.py)."""
+    x = np.stack([_read(path, image_size) for path, _ in files])
+    return x, np.array([label for _, label in files], dtype=np.int64)
+
+
+def _read(path: str, image_size: int | None) -> np.ndarray:
+    try:
+        return read_image(path, image_size)  # (3, H, W) uint8
+    except ImageError as e:
+        if not Path(path).exists():
+            raise DataError(f"{path}: the file was there when the data set was listed and is "
+                            "gone now; run the search again to list the data set again") from None
+        raise DataError(str(e)) from None
+
+
+def _channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std on the 0..1 scale, in chunks (x may be a mapped file)."""
+    total = np.zeros(x.shape[1])
+    squares = np.zeros(x.shape[1])
+    count = 0
+    for start in range(0, len(x), chunk):
+        part = np.asarray(x[start:start + chunk], dtype=np.float64)
+        total += part.sum(axis=(0, 2, 3))
+        squares += (part ** 2).sum(axis=(0, 2, 3))
+        count += part.shape[0] * part.shape[2] * part.shape[3]
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(squares / max(count, 1) - mean ** 2, 0))
+    return [float(m / 255.0) for m in mean], [float(s / 255.0 + 1e-6) for s in std]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Finding the data and keying its cache.
+
+
+def _find_root(name: str, data_dir: str | None, download: bool = False) -> Path:
     candidates = [data_dir] if data_dir else [os.environ.get("TUNE_RUN_DATA_DIR"), f"data/{name}"]
     for c in candidates:
         if c and Path(c).is_dir():
             return Path(c)
+    if download and name in TORCHVISION_FORMATS:
+        root = Path(next(c for c in candidates if c))
+        root.mkdir(parents=True, exist_ok=True)
+        return root
     looked = ", ".join(str(c) for c in candidates if c)
-    raise DataError(
-        f"{name} data not found (looked in {looked}); point --data-dir (or TUNE_RUN_DATA_DIR) at a "
-        f"folder with train/<class>/ and test/<class>/ image folders"
-        + (" or CIFAR-10's cifar-10-batches-py" if name == "cifar10" else "")
-    )
+    if name in TORCHVISION_FORMATS:
+        what = ("train/<class>/ and test/<class>/ image folders, or " if name == "cifar10" else "")
+        hint = f"{what}torchvision's {name} files (or set download: true where online)"
+    else:
+        hint = "train/<class>/ (optionally val/<class>/) and test/<class>/ image folders"
+    raise DataError(f"{name} data not found (looked in {looked}); point --data-dir (or "
+                    f"TUNE_RUN_DATA_DIR) at a folder with {hint}")
 
 
-def _image_splits(name, root: Path, subset, seed, cache_dir, image_size):
-    if name == "cifar10" and _is_torchvision_cifar(root):
-        return _torchvision_cifar(root, subset, seed)
-    train_files, classes = _list_image_folder(root / "train", root)
-    test_files, test_classes = _list_image_folder(root / "test", root)
-    if test_classes != classes:
-        raise DataError(f"{root}: test/ has classes {test_classes}, train/ has {classes}")
-    if subset is not None:
-        train_files = _take_list(train_files, subset, seed)
-        test_files = _take_list(test_files, max(1, subset // 5), seed)
-    train = _decode_cached(train_files, cache_dir, image_size)
-    test = _decode_cached(test_files, cache_dir, image_size)
-    return train, test, classes
-
-
-def data_shape(name: str, data_dir: str | None,
-               image_size: int | None = None) -> tuple[tuple[int, int, int], int]:
-    """((channels, height, width), classes) of the images a search of this data set trains on,
-    without decoding more than one image (what the door probes a model with)."""
-    if name == "digits":
-        return (1, image_size or 8, image_size or 8), 10
-    root = _find_root(name, data_dir)
-    if name == "cifar10" and _is_torchvision_cifar(root):
-        return (3, image_size or 32, image_size or 32), 10
-    files, classes = _list_image_folder(root / "train", root)
-    return tuple(read_image(files[0][0], image_size).shape), len(classes)
-
-
-def _list_image_folder(folder: Path, root: Path) -> tuple[list[tuple[str, int]], list[str]]:
-    if not folder.is_dir():
-        raise DataError(f"{root}: no {folder.name}/ folder; expected train/<class>/ and test/<class>/")
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
-    if not classes:
-        raise DataError(f"{folder}: no class folders; expected {folder.name}/<class>/<image>")
-    files = [
-        (str(p), label)
-        for label, c in enumerate(classes)
-        for p in sorted((folder / c).iterdir())
-        if p.suffix.lower() in IMAGE_SUFFIXES
-    ]
-    if not files:
-        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders")
-    return files, classes
-
-
-def _take_list(files: list, n: int, seed: int) -> list:
-    if n >= len(files):
-        return files
-    rows = np.sort(np.random.default_rng(seed).permutation(len(files))[:n])
-    return [files[i] for i in rows]
-
-
-def _decode_cached(files: list[tuple[str, int]], cache_dir: str | None, image_size: int | None):
-    """Decodes the images once; later searches read the arrays from an .npz cache, keyed by each
-    file's identity (path, size, modification time) and the image size: a changed file is decoded
-    again."""
-    identity = [f"{f}\t{s.st_size}\t{s.st_mtime_ns}" for f, _ in files for s in [os.stat(f)]]
-    key = hashlib.sha1("\n".join([f"image_size={image_size}", *identity]).encode()).hexdigest()[:16]
-    cache = Path(cache_dir or cache_root()) / f"images-{key}.npz"
-    if cache.exists():
-        with np.load(cache) as z:
-            return z["x"], z["y"]
-    x, y = _decode(files, image_size)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, x=x, y=y)
-    tmp.replace(cache)
-    return x, y
-
-
-def _decode(files: list[tuple[str, int]],
-            image_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    images = []
-    for path, _ in files:
-        try:
-            images.append(read_image(path, image_size))  # (3, H, W) uint8
-        except ImageError as e:
-            raise DataError(str(e)) from None
-        if images[-1].shape != images[0].shape:  # only without image_size: stop at the first
-            (h0, w0), (h, w) = images[0].shape[1:], images[-1].shape[1:]
-            raise DataError(f"images differ in size ({files[0][0]} is {w0}x{h0}, {path} is "
-                            f"{w}x{h}); set the image_size setting (e.g. {min(h0, w0, h, w)}) to "
-                            "resize them as they are decoded")
-    x = np.ascontiguousarray(np.stack(images))
-    y = np.array([label for _, label in files], dtype=np.int64)
-    return x, y
-
-
-def _is_torchvision_cifar(root: Path) -> bool:
-    return (root / "cifar-10-batches-py" / "data_batch_1").exists()
-
-
-def _torchvision_cifar(root: Path, subset, seed):
-    from torchvision.datasets import CIFAR10
-
-    splits = []
-    for train in (True, False):
-        ds = CIFAR10(str(root), train=train, download=False)
-        x = np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))  # (N, 32, 32, 3) -> (N, 3, 32, 32)
-        y = np.asarray(ds.targets, dtype=np.int64)
-        if subset is not None:
-            x, y = _take(x, y, subset if train else max(1, subset // 5), seed)
-        splits.append((x, y))
-    return splits[0], splits[1], list(CIFAR10(str(root), train=False).classes)
+def _key(name: str, source: Listed | Decoded, val_fraction: float, subset: int | None, seed: int,
+         image_size: int | None) -> str:
+    """What the decoded splits depend on: every listed file's identity (path, size, modification
+    time: a changed file is decoded again), or the decoded arrays' digest, and the settings."""
+    digest = hashlib.sha1(f"{name}\t{val_fraction}\t{subset}\t{seed}\t{image_size}\t"
+                          f"{decoded_cache.FORMAT}".encode())
+    if isinstance(source, Listed):
+        digest.update("\t".join(source.classes).encode())
+        for split, files in (("train", source.train), ("val", source.val), ("test", source.test)):
+            digest.update(f"\n{split}:{files is not None}".encode())
+            for path, label in files or ():
+                try:
+                    s = os.stat(path)
+                except FileNotFoundError:
+                    raise DataError(f"{path}: listed but gone; list the data set again") from None
+                digest.update(f"\n{path}\t{label}\t{s.st_size}\t{s.st_mtime_ns}".encode())
+    else:
+        for array in (*source.train, *source.test):
+            digest.update(f"{array.shape}{array.dtype}".encode())
+            digest.update(hashlib.sha1(np.ascontiguousarray(array).data).digest())
+    return digest.hexdigest()[:20]

@@ -25,13 +25,22 @@ def fit(image: Image.Image, size: int | None, channels: int = 3) -> np.ndarray:
     `Image.convert` does), resized and centre-cropped to `size` x `size` unless `size` is None."""
     if channels not in MODES:
         raise ValueError(f"channels must be 1 or 3, got {channels=}")
-    image = image.convert(MODES[channels])
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        image = _as_8_bit(image)
+    image = image.convert(MODES[channels])  # CMYK, palette, RGBA, grey: as PIL converts them
     if size is not None and image.size != (size, size):
         from torchvision.transforms.v2 import functional as F
 
         image = F.center_crop(F.resize(image, [size]), [size, size])
     pixels = np.asarray(image, dtype=np.uint8)
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)  # (C, H, W)
+
+
+def _as_8_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit grey image (PIL's I;16 modes, or I as 16-bit PNGs open) scaled to 0..255: PIL's
+    own conversion clips at 255, which would turn most pixels white."""
+    pixels = np.asarray(image, dtype=np.float64)
+    return Image.fromarray(np.clip(np.round(pixels / 257.0), 0, 255).astype(np.uint8), "L")
 
 
 def read_image(path: str | Path, size: int | None, channels: int = 3) -> np.ndarray:

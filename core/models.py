@@ -184,6 +184,7 @@ def build_model(name: str, num_classes: int, in_channels: int, **options) -> nn.
     if kind == "torchvision":
         from torchvision import models
 
+        kwargs |= training_form(name)
         model = models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
         return with_input_channels(model, in_channels)
     timm = import_timm()
@@ -207,6 +208,14 @@ def model_keywords(name: str) -> dict[str, str]:
         if keyword:
             found[option] = keyword
     return found
+
+
+def training_form(name: str) -> dict[str, bool]:
+    """The keywords that make a torchvision model give one tensor of scores in training too:
+    googlenet and inception_v3 add auxiliary heads' outputs unless told not to (and warn of a
+    change of initialisation unless it is named)."""
+    taken = library_keywords(name)
+    return {k: v for k, v in (("aux_logits", False), ("init_weights", True)) if k in taken}
 
 
 def library_keywords(name: str) -> set[str]:

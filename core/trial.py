@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.augment import BatchAugment, crop_padding
+from core.augment import BatchAugment, crop_padding, default_augment
 from core.cost import Cost, CostMeter
 from core.data import Dataset
 from core.finetune import freeze as freeze_layers
@@ -213,6 +213,7 @@ def build_trial(
     freeze: str,
     model_options: Collection[str] = MODEL_OPTIONS,
     model_extras: dict[str, Any] | None = None,
+    augment: str | None = None,
 ) -> Trial:
     """Sets up one trial of `model_name` on `data` and `device`, ready for `Trial.run_epoch`.
 
@@ -246,12 +247,12 @@ def build_trial(
     sched = make_schedule(schedule, opt, max_epochs, steps, warmup_epochs)
     mean, std = pretrained_normalisation(model_name, weights, data.in_channels) or (data.mean,
                                                                                    data.std)
-    augment = BatchAugment(mean, std, crop_padding(data.image_size), data.hflip,
-                           mode.memory_format)
+    batches = BatchAugment(mean, std, crop_padding(data.image_size), data.hflip,
+                           mode.memory_format, augment or default_augment(data.image_size))
     mixup = make_mixup(mixup_alpha, data.num_classes)
     step_model = torch.compile(net) if compile and device.type == "cuda" else net
     cost = CostMeter(data.in_channels, data.image_size, gpu=device if device.type == "cuda" else None)
-    return Trial(net, step_model, pruner, opt, sched, augment, mixup, mode, generator, x, y, val_x,
+    return Trial(net, step_model, pruner, opt, sched, batches, mixup, mode, generator, x, y, val_x,
                  val_y, batch_size, label_smoothing, eval_batch(device), steps, max_epochs, spec,
                  device, cost)
 

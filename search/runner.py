@@ -138,7 +138,8 @@ def _load_data_while_ray_starts(spec: SearchSpec) -> Future:
     """The data set, decoded in a thread: `ray.init` mostly waits for Ray's processes to come up,
     and decoding (or reading the cache) takes seconds of its own."""
     return _in_background("tune-run data", load_dataset, spec.dataset, spec.data_dir,
-                          spec.val_fraction, spec.subset, spec.seed, image_size=spec.image_size)
+                          spec.val_fraction, spec.subset, spec.seed, image_size=spec.image_size,
+                          **spec.data_options)
 
 
 def _in_background(name: str, fn, *args, **kwargs) -> Future:

@@ -35,6 +35,7 @@ class TrialSettings:
     max_epochs: int
     compile: bool = False
     precision: str = "auto"  # auto | fp32 | bf16 (core/precision.py)
+    augment: str | None = None  # crop_flip | resized_crop_flip | none; None: by image size
 
 
 def train_classifier(config: dict, data: Dataset | None, settings: TrialSettings,
@@ -49,7 +50,7 @@ def train_classifier(config: dict, data: Dataset | None, settings: TrialSettings
     trial = build_trial(data, device, model_name=settings.model, max_epochs=settings.max_epochs,
                         precision=settings.precision, compile=settings.compile,
                         model_options=[o for o in MODEL_OPTIONS if o in config],
-                        model_extras=extras, **hp)
+                        model_extras=extras, augment=settings.augment, **hp)
     done = _restore(tune.get_checkpoint(), trial)
     for epoch in range(done + 1, settings.max_epochs + 1):
         result = trial.run_epoch(epoch, before=partial(inject_fault, config, epoch, trial.model))

@@ -2,9 +2,10 @@
 
 A data set that fits a share of the object store (`data_share`) is decoded once by the driver and
 put in the object store once; each node that runs trials pulls one copy and its trials share it
-(tune.with_parameters). A bigger one never goes through the driver: each trial's worker reads it
-from `data_dir`, which every node must reach, and decodes it through core/data.py's on-disk cache,
-so each node decodes it once (~/.cache/tune-run on that node) and a reused worker keeps it in memory.
+(tune.with_parameters). A bigger one never goes through the object store: each trial's worker
+reads it from `data_dir`, which every node must reach, through core/data.py's decoded cache on its
+node (~/.cache/tune-run there): the first decodes it, and every trial on the node maps the same
+.npy files, so the node's memory holds one copy however many trials run.
 """
 
 from __future__ import annotations
@@ -24,13 +25,19 @@ class DataSource:
     subset: int | None
     seed: int
     image_size: int | None
+    train_csv: str | None = None
+    val_csv: str | None = None
+    test_csv: str | None = None
+    download: bool = False
 
     def load(self) -> Dataset:
         """The data set, once per worker process (a reused actor keeps it between trials)."""
         if self not in _LOADED:
             _LOADED.clear()  # one data set per worker at a time
             _LOADED[self] = load_dataset(self.name, self.data_dir, self.val_fraction, self.subset,
-                                         self.seed, image_size=self.image_size)
+                                         self.seed, image_size=self.image_size,
+                                         train_csv=self.train_csv, val_csv=self.val_csv,
+                                         test_csv=self.test_csv, download=self.download)
         return _LOADED[self]
 
 

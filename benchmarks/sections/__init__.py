@@ -44,4 +44,6 @@ RESULTS_FILES: dict[str, tuple[str, str]] = {
                                 "RESULTS-resume-chaos.json"),
     "RESULTS-gpu.md": ("tune-run on one GPU", "RESULTS-gpu.json"),
     "RESULTS-startup.md": ("Start-up of a tiny search (section startup)", "RESULTS-startup.json"),
+    "RESULTS-models.md": ("Each kind of model's trial against its bare train step (section models)",
+                          "RESULTS-models.json"),
 }

@@ -19,7 +19,7 @@ from benchmarks.harness import Context, Report, Section, StepLimit, Table, Targe
 from core.hparams import resolve
 from core.precision import LAYOUTS, Mode, cpu_has_fast_bf16, safe_on_cpu
 
-RESULTS = "RESULTS.md"
+RESULTS = "RESULTS-models.md"
 THREADS = 1
 WARMUP_STEPS = 3
 

@@ -62,8 +62,28 @@ def compute_limit(sizes: Sizes, mode: Mode, steps: int | None = None) -> dict:
 
 
 def run_compute(ctx: Context) -> list[dict]:
-    return [compute_limit(ctx.sizes, Mode(p, layout))
-            for p in ("fp32", "bf16") for layout in reversed(LAYOUTS)]
+    """The limit in each mode that runs safely here; a mode the trial's own layout probe refuses
+    on this CPU (oneDNN crashes some channels-last shapes) is listed, not run in this process."""
+    rows = []
+    for precision in ("fp32", "bf16"):
+        for layout in reversed(LAYOUTS):
+            refused = _refused(ctx.sizes, Mode(precision, layout))
+            rows.append({"threads": THREADS, "precision": precision, "layout": layout,
+                         "steps": 0, "images_per_s": None, "refused": refused} if refused
+                        else compute_limit(ctx.sizes, Mode(precision, layout)))
+    return rows
+
+
+def _refused(sizes: Sizes, mode: Mode) -> str:
+    """Why the trial's layout probe refuses `mode` for this section's model here ('' if not)."""
+    from core.precision import safe_on_cpu
+    from core.trial import model_spec
+
+    hp = hparams(sizes)
+    spec = model_spec("resnet18", 10, 3, prune_ratio=0.0, prune_method="unstructured",
+                      **{k: hp[k] for k in ("width", "activation", "norm", "conv", "dropout",
+                                            "init")})
+    return safe_on_cpu(mode, spec, (3, 32, 32), sizes.batch, THREADS).why
 
 
 @functools.lru_cache(maxsize=1)  # `trial` and `baseline` in one run: decoded once
@@ -99,7 +119,7 @@ def run_trial(ctx: Context) -> dict:
     data, decode_seconds = _load(ctx.data_dir, ctx.sizes.subset)
     # The fastest mode's limit again right before and after the trial: the machine's speed drifts
     # by tens of percent within minutes here, so the ratio compares a pair.
-    fastest = max(ctx.earlier.get("compute", []), key=lambda c: c["images_per_s"], default=None)
+    fastest = _fastest(ctx.earlier)
     mode = Mode(fastest["precision"], fastest["layout"]) if fastest else None
     before = compute_limit(ctx.sizes, mode) if mode else None
     trial = trial_throughput(data, ctx.sizes)
@@ -181,7 +201,8 @@ def baseline_path(root: Path, files: set[str], mean: tuple[float, ...], std: tup
 
 
 def _fastest(r: dict) -> dict | None:
-    return max(r.get("compute", []), key=lambda c: c["images_per_s"], default=None)
+    measured = [c for c in r.get("compute", []) if c.get("images_per_s")]
+    return max(measured, key=lambda c: c["images_per_s"], default=None)
 
 
 def _model_line(r: dict) -> str:
@@ -192,7 +213,8 @@ def _model_line(r: dict) -> str:
 
 
 def report_compute(r: dict) -> Report:
-    rows = [[c["precision"], c["layout"], c["threads"], c["steps"], c["images_per_s"]]
+    rows = [[c["precision"], c["layout"], c["threads"], c["steps"],
+             c["images_per_s"] if c.get("images_per_s") else f"refused: {c.get('refused')}"]
             for c in r["compute"]]
     fastest = _fastest(r)
     return Report("1. The compute limit in each mode", [

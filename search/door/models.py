@@ -137,15 +137,17 @@ def probe_model(where: str, name: str, options: dict[str, Any], shape: tuple[int
     try:
         with torch.no_grad():
             out = model.eval()(torch.zeros(2, *shape))
+            trained = model.train()(torch.randn(2, *shape))  # as a trial calls it
     except Exception as e:
         raise SpecError(f"{field}: {name!r} cannot take a batch of {shape[0]}x{shape[1]}x"
                         f"{shape[2]} images (the data's shape): {type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''}; set image_size or choose "
                         "a model for images of this size") from None
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise SpecError(f"{field}: {name!r} maps a batch of 2 images to {got}; expected (2, "
-                        f"{num_classes}): one score per class")
+    for mode, result in (("", out), (" in training mode", trained)):
+        if not isinstance(result, torch.Tensor) or tuple(result.shape) != (2, num_classes):
+            got = tuple(result.shape) if isinstance(result, torch.Tensor) else type(result).__name__
+            raise SpecError(f"{field}: {name!r} maps a batch of 2 images to {got}{mode}; "
+                            f"expected (2, {num_classes}): one score per class")
 
 
 def resolve_weights_paths(where: str, value: Any, space_file: Path) -> Any:

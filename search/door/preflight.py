@@ -172,7 +172,7 @@ def check_data(spec: SearchSpec) -> Check:
     from core.data import DataError, check_data_folder
 
     try:
-        return Check("data", check_data_folder(spec.dataset, spec.data_dir))
+        return Check("data", check_data_folder(spec.dataset, spec.data_dir, **spec.data_options))
     except DataError as e:
         raise SpecError(str(e)) from None
 
@@ -192,7 +192,8 @@ def check_model(spec: SearchSpec) -> Check:
     from search.door.models import check_weights, own_model_parameters, probe_model
 
     try:
-        shape, classes = data_shape(spec.dataset, spec.data_dir, spec.image_size)
+        shape, classes = data_shape(spec.dataset, spec.data_dir, spec.image_size,
+                                    spec.train_csv, spec.download)
     except DataError as e:
         raise SpecError(str(e)) from None
     named = [*MODEL_OPTIONS, *sorted(own_model_parameters(spec.model))]

@@ -18,8 +18,10 @@ from typing import Any
 
 from ray.tune.search.sample import Domain
 
+from core.augment import AUGMENTS
 from core.data import DATASETS
 from core.hparams import FAULT_KEY, HPARAMS, PRECISIONS, HParam, suggest
+from core.sources import TORCHVISION_FORMATS
 from search.door.domains import domain_problem, is_dimension, largest_value
 from search.errors import SpecError
 from search.record import DEFAULT_TRACKING_URI
@@ -33,8 +35,22 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # The one table of search settings; CLI flags override these by the same names.
 SETTINGS: dict[str, HParam] = {h.name: h for h in (
     HParam("name", None, "experiment name (default: the space file's name)", kind=str, optional=True),
-    HParam("dataset", "cifar10", "data set", choices=DATASETS),
+    HParam("dataset", "cifar10", "data set: an image folder, CSV manifests, a torchvision format "
+           "or scikit-learn's digits (core/sources.py)", choices=DATASETS),
     HParam("data_dir", None, "folder of the data set", kind=str, optional=True),
+    HParam("train_csv", None, "dataset csv: a CSV of path,label rows (paths relative to it), "
+           "relative to the space file's folder", kind=str, optional=True),
+    HParam("val_csv", None, "dataset csv: the validation rows (default: a stratified share of "
+           "train_csv's, val_fraction)", kind=str, optional=True),
+    HParam("test_csv", None, "dataset csv: the test rows (default: a stratified share of "
+           "train_csv's)", kind=str, optional=True),
+    HParam("download", False, "let torchvision fetch a torchvision data set (cifar10, cifar100, "
+           "mnist, fashion_mnist, svhn) into data_dir where the machine is online",
+           choices=(False, True)),
+    HParam("augment", None, "batched training augmentation: crop_flip (pad and random crop, "
+           "flip; the default for images up to 64 px), resized_crop_flip (random-resized crop at "
+           "scale 0.35..1, flip; the default above 64 px) or none", kind=str, optional=True,
+           choices=AUGMENTS),
     HParam("image_size", None, "resize every image once, as the data set is decoded: shorter side "
            "to this many pixels, then a centre crop (default: the data's own size, which all images "
            "must then share)", kind=int, low=1, high=4096, optional=True),
@@ -94,6 +110,9 @@ SETTINGS: dict[str, HParam] = {h.name: h for h in (
 )}
 
 
+CSV_SETTINGS = ("train_csv", "val_csv", "test_csv")
+
+
 @dataclass
 class SearchSpec:
     """A validated search: every setting filled in, and the Ray Tune param_space."""
@@ -110,6 +129,11 @@ class SearchSpec:
             return self.__dict__["settings"][name]
         except KeyError:
             raise AttributeError(name) from None
+
+    @property
+    def data_options(self) -> dict[str, Any]:
+        """core/data.py's keyword options of this search's data set (CSV files, download)."""
+        return {k: self.settings[k] for k in (*CSV_SETTINGS, "download")}
 
     @property
     def experiment_path(self) -> Path:
@@ -149,6 +173,16 @@ def build_spec(source: Path, settings: dict[str, Any], space: dict[str, Any], qu
     """Validates `settings` and `space` (already in Python) into a SearchSpec."""
     where = str(source)
     full = _check_settings(where, settings, default_name=source.stem)
+    for setting in CSV_SETTINGS:
+        if full[setting]:
+            if full["dataset"] != "csv":
+                raise SpecError(f"{where}: settings.{setting}: only dataset 'csv' reads CSV "
+                                f"manifests (dataset is {full['dataset']!r}); set dataset: 'csv'")
+            full[setting] = str(_beside(source, full[setting]))
+    if full["download"] and full["dataset"] not in TORCHVISION_FORMATS:
+        raise SpecError(f"{where}: settings.download: torchvision fetches only "
+                        f"{', '.join(TORCHVISION_FORMATS)}; dataset {full['dataset']!r} is read "
+                        "from data_dir as it is")
     own_parameters: set[str] = set()
     if full["model"] != "resnet18":  # another kind imports torch (and its library or file)
         from search.door.models import check_model_name, own_model_parameters, resolve_model_name
@@ -166,6 +200,12 @@ def build_spec(source: Path, settings: dict[str, Any], space: dict[str, Any], qu
 
         check_model_options(where, full["model"], space)
     return SearchSpec(source, full, dict(space), quick, dims, origin=str(source))
+
+
+def _beside(space_file: Path, path: str) -> Path:
+    """`path` made absolute: relative to the space file's folder (a trial runs elsewhere)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else space_file.resolve().parent / p
 
 
 def _import(path: Path):

@@ -80,15 +80,15 @@ def data_source(spec, data):
     if dataset_bytes(data) <= spec.data_share * object_store_bytes():
         return None
     return DataSource(spec.dataset, spec.data_dir, spec.val_fraction, spec.subset, spec.seed,
-                      spec.image_size)
+                      spec.image_size, **spec.data_options)
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def _check_data_here(name: str, data_dir: str | None) -> str | None:
+def _check_data_here(name: str, data_dir: str | None, options: dict) -> str | None:
     from core.data import DataError, check_data_folder
 
     try:
-        check_data_folder(name, data_dir)
+        check_data_folder(name, data_dir, **options)
     except DataError as e:
         return str(e)
     return None
@@ -105,7 +105,7 @@ def check_data_reachable(spec, data) -> str:
     nodes = alive_nodes()
     refs = [_check_data_here.options(scheduling_strategy=ray.util.scheduling_strategies
                                      .NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-            .remote(spec.dataset, spec.data_dir) for n in nodes]
+            .remote(spec.dataset, spec.data_dir, spec.data_options) for n in nodes]
     problems = ray.get(refs, timeout=PROBE_TIMEOUT_S)
     for node, problem in zip(nodes, problems):
         if problem:

@@ -64,7 +64,7 @@ def trial_resources(spec: SearchSpec) -> dict[str, float]:
 
 def make_trainable(spec: SearchSpec, data: Dataset):
     settings = TrialSettings(model=spec.model, max_epochs=spec.max_epochs, compile=spec.compile,
-                             precision=spec.precision)
+                             precision=spec.precision, augment=spec.augment)
     source = data_source(spec, data)
     if source is None:
         # with_parameters puts the data set in the object store once; each node pulls one copy

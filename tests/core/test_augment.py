@@ -146,7 +146,7 @@ def test_bad_arguments_raise():
         BatchAugment((0.5,), (0.5,), padding=-1, hflip=True)
     with pytest.raises(ValueError, match="1 vs 3"):
         BatchAugment((0.5,), (0.5, 0.5, 0.5), padding=1, hflip=True)
-    assert repr(BatchAugment((0.5,), (0.5,), 3, False)) == "BatchAugment(padding=3, hflip=False)"
+    assert repr(BatchAugment((0.5,), (0.5,), 3, False)) == "BatchAugment(crop_flip, padding=3, hflip=False)"
 
 
 @pytest.mark.parametrize("size, padding", [(4, 1), (8, 1), (16, 2), (32, 4), (64, 8)])
@@ -168,3 +168,43 @@ def test_batches_can_be_channels_last():
                        memory_format=torch.channels_last)
     out = aug.train(torch.zeros(4, 3, 6, 6, dtype=torch.uint8))
     assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+
+
+def _gradient(b: int, size: int = 32) -> torch.Tensor:
+    """Images whose pixel value is 8 x its column: a crop's width shows in its row's span."""
+    row = (torch.arange(size) * (248 // (size - 1))).to(torch.uint8)
+    return row.expand(b, 3, size, size).contiguous()
+
+
+def test_resized_crop_takes_crops_of_a_third_to_all_of_the_image_and_flips_half():
+    augment = BatchAugment((0.0,) * 3, (1 / 255,) * 3, 0, True, kind="resized_crop_flip")
+    out = augment.train(_gradient(400), torch.Generator().manual_seed(0))  # pixel values again
+    assert out.shape == (400, 3, 32, 32) and out.dtype == torch.float32
+    rows = out[:, 0, 16]
+    span = (rows.max(1).values - rows.min(1).values) / 248
+    # width = sqrt(area * ratio), area in (0.35, 1), ratio in (3/4, 4/3): between 0.51 and 1.
+    assert span.min() > 0.45 and span.max() <= 1.0 and 0.65 < span.mean() < 0.9
+    flipped = (rows[:, 0] > rows[:, -1]).float().mean()
+    assert 0.4 < flipped < 0.6
+    assert out.min() >= 0 and out.max() <= 255  # inside the image: no padding drawn in
+
+
+def test_resized_crop_without_hflip_never_flips():
+    augment = BatchAugment((0.0,) * 3, (1 / 255,) * 3, 0, False, kind="resized_crop_flip")
+    rows = augment.train(_gradient(200), torch.Generator().manual_seed(1))[:, 0, 16]
+    assert bool((rows[:, 0] <= rows[:, -1]).all())
+
+
+def test_augment_none_only_normalises():
+    augment = BatchAugment((0.5,) * 3, (0.25,) * 3, 4, True, kind="none")
+    x = _gradient(3)
+    assert torch.equal(augment.train(x), augment.normalise(x))
+
+
+def test_the_default_augmentation_follows_the_image_size():
+    from core.augment import default_augment
+
+    assert default_augment(32) == default_augment(64) == "crop_flip"
+    assert default_augment(65) == default_augment(224) == "resized_crop_flip"
+    with pytest.raises(ValueError, match="augment 'mosaic'"):
+        BatchAugment((0.5,), (0.2,), 1, True, kind="mosaic")

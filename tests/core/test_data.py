@@ -55,7 +55,7 @@ def test_digits_splits_partition_the_data(digits):
     # 1797 images, no two alike: 20 % test, then 10 % of the rest for validation.
     sizes = (len(digits.train_y), len(digits.val_y), len(digits.test_y))
     assert sum(sizes) == 1797
-    assert sizes == (1294, 144, 359)
+    assert sizes == (1295, 143, 359)  # 20 % and 10 % of each class
     train = _rows(digits.train_x, digits.train_y)
     val = _rows(digits.val_x, digits.val_y)
     test = _rows(digits.test_x, digits.test_y)
@@ -77,7 +77,7 @@ def test_same_seed_same_split(digits):
 
 def test_digits_subset_and_val_fraction():
     data = load_dataset("digits", None, val_fraction=0.25, subset=200)
-    assert (len(data.train_y), len(data.val_y)) == (150, 50)
+    assert (len(data.train_y), len(data.val_y)) == (152, 48)  # a quarter of each class
     assert len(data.test_y) == 359  # the test split is kept whole
 
 
@@ -111,7 +111,7 @@ def test_image_folder_cache_is_used(tmp_path):
     root = _write_folder(tmp_path / "images")
     cache = tmp_path / "cache"
     first = load_dataset("imagefolder", str(root), cache_dir=str(cache))
-    assert len(list(cache.glob("images-*.npz"))) == 2  # train and test
+    assert len(list(cache.glob("data-*/train_x.npy"))) == 1  # one folder, a file per split and array
     second = load_dataset("imagefolder", str(root), cache_dir=str(cache))
     assert np.array_equal(first.train_x, second.train_x)
     assert np.array_equal(first.test_y, second.test_y)
@@ -123,7 +123,7 @@ def test_tune_run_cache_moves_the_image_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TUNE_RUN_CACHE", str(tmp_path / "moved"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     load_dataset("imagefolder", str(root))
-    assert len(list((tmp_path / "moved").glob("images-*.npz"))) == 2
+    assert len(list((tmp_path / "moved").glob("data-*/meta.json"))) == 1
     assert not (tmp_path / "home").exists()
 
 
@@ -216,7 +216,7 @@ def test_arrays_decoded_already_are_resized_too():
 
 def test_unknown_dataset_lists_choices():
     with pytest.raises(DataError) as e:
-        load_dataset("mnist", None)
+        load_dataset("imagenet", None)
     for name in DATASETS:
         assert name in str(e.value)
 
@@ -225,7 +225,7 @@ def test_digits_are_the_rows_scikit_learn_loads():
     """core/data.py reads scikit-learn's bundled CSV itself (importing scikit-learn costs seconds)."""
     from sklearn.datasets import load_digits
 
-    from core.data import _digits
+    from core.sources import digits as _digits
 
     x, y, classes = _digits()
     bunch = load_digits()

@@ -67,3 +67,10 @@ def test_a_timm_model_is_built_where_timm_is_installed():
     model = build_model("timm/resnet18", 5, 1, dropout=0.1)
     assert model_keywords("timm/resnet18")["dropout"] == "drop_rate"
     assert model.eval()(torch.zeros(2, 1, 32, 32)).shape == (2, 5)
+
+
+@pytest.mark.parametrize("name,size", [("googlenet", 64), ("inception_v3", 80)])
+def test_torchvision_models_with_auxiliary_heads_give_one_tensor_in_training(name, size):
+    model = build_model(name, 5, 3).train()
+    out = model(torch.randn(2, 3, size, size))
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 5)

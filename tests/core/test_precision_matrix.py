@@ -21,6 +21,8 @@ from core.precision import LAYOUTS, cpu_has_fast_bf16
 from core.trial import model_spec
 from tests.core import train_step_probe
 
+pytestmark = pytest.mark.slow  # about 3 min on an AVX2-only CPU, where crashes are probed
+
 THREADS = (1, 2)
 # bf16 where this CPU runs it natively: without AMX or AVX512-BF16 it is emulated, `auto` never picks
 # it, and a width-1.0 step takes over 30 s.

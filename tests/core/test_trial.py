@@ -16,7 +16,7 @@ from core.pruning import ChannelPruner
 from core.trial import TrialOutOfMemory, build_trial
 
 SETTINGS = {"data", "device", "model_name", "max_epochs", "precision", "compile", "model_options",
-            "model_extras"}
+            "model_extras", "augment"}
 
 
 def _data(n: int = 48, val: int = 16) -> Dataset:
@@ -51,8 +51,9 @@ def test_an_epoch_trains_evaluates_and_reports_what_the_trainable_reports():
         assert key in metrics, key
     assert metrics["epoch"] == 1 and metrics["lr"] == pytest.approx(0.05)
     assert result.stats.images == 48 and not result.diverged
-    assert (metrics["precision"], metrics["layout"], metrics["device"]) == ("fp32", "channels_last",
-                                                                            "cpu")
+    assert (metrics["precision"], metrics["device"]) == ("fp32", "cpu")
+    # Channels-last unless this CPU's probe refused it for 4 channels (AVX2-only EPYCs do).
+    assert metrics["layout"] == "channels_last" or trial.mode.why.startswith("channels-last probe")
 
 
 def test_the_same_arguments_give_the_same_trial():

@@ -32,6 +32,18 @@ def deep(num_classes, in_channels, depth):
 
 def raises(num_classes, in_channels):
     raise RuntimeError("no such layer")
+
+class WithAuxiliary(nn.Module):  # as googlenet without aux_logits=False: a tuple in training
+    def __init__(self, num_classes, in_channels):
+        super().__init__()
+        self.net = build(num_classes, in_channels)
+
+    def forward(self, x):
+        out = self.net(x)
+        return (out, out) if self.training else out
+
+def auxiliary(num_classes, in_channels):
+    return WithAuxiliary(num_classes, in_channels)
 """
 
 
@@ -68,6 +80,8 @@ REFUSALS = [
      ["settings.model", "does not import", "no_such_module_here"]),
     ("models/absent.py:build", '{"lr": tune.loguniform(1e-3, 1e-1)}',
      ["settings.model", "no such file"]),
+    ("models/mine.py:auxiliary", '{"lr": tune.loguniform(1e-3, 1e-1)}',
+     ["settings.model", "maps a batch of 2 images to tuple in training mode"]),
     ("models/mine.py:for_32px_rgb", '{"lr": tune.loguniform(1e-3, 1e-1)}',  # digits: 1x8x8
      ["settings.model", "cannot take a batch of 1x8x8 images"]),
 ]

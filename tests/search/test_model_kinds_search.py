@@ -4,6 +4,7 @@ the file), through the CLI, real Ray Tune and a real MLflow SQLite store."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import mlflow.pytorch
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.conftest import REPO, search_runs, write_space
 from tests.search.cli_search import Search, assert_one_clean_record
@@ -132,14 +134,17 @@ def test_a_model_of_the_user_s_own_file_is_searched(image_folder, tmp_path):
     _assert_trained_and_shipped(uri, "own", 3)
 
 
-def test_a_user_models_search_resumes_and_its_model_serves_without_the_file(image_folder,
-                                                                          tmp_path):
+def test_a_user_models_search_resumes_without_its_data_cache_and_serves_without_its_file(
+        image_folder, tmp_path):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "tiny.py").write_text(USER_MODEL)
     search = Search(tmp_path, image_folder, model="models/tiny.py:build",
                     model_space='"depth": tune.choice([1, 2]),')
     rows_before, midway, *_ = search.interrupt_when_two_finished_and_one_midway(
         search.start(), signal.SIGKILL)
+    decoded = tmp_path / ".cache" / "tune-run"  # HOME is tmp_path: the decoded data set's cache
+    assert list(decoded.glob("data-*/train_x.npy"))
+    shutil.rmtree(decoded)  # the resumed search decodes it again
     resumed = search.run("--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_one_clean_record(search, rows_before, midway)
@@ -156,3 +161,11 @@ def test_a_user_models_search_resumes_and_its_model_serves_without_the_file(imag
     served = [row["class"] for row in answer.json()["predictions"]]
     mlflow.set_tracking_uri(search.uri)
     assert served == list(mlflow.pyfunc.load_model(model_uri).predict(images)["class"])
+    Image.fromarray(images[0]).save(tmp_path / "one.png")
+    predicted = subprocess.run(
+        [sys.executable, "-m", "search.cli", "predict", "interrupted", str(tmp_path / "one.png"),
+         "--storage", str(tmp_path / "results"), "--tracking-uri", search.uri],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert predicted.stdout.split(": ")[1].split()[0] == served[0]  # the top class, as served
