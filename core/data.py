@@ -27,12 +27,13 @@ from core.sources import (
     Decoded,
     Files,
     Listed,
+    Stored,
     check_torchvision_format,
     csv_manifests,
     digits,
+    fetch_if_missing,
     image_folder,
     list_class_folders,
-    torchvision_format,
 )
 
 __all__ = ["DATASETS", "IMAGE_SUFFIXES", "DataError", "Dataset", "load_dataset",
@@ -97,7 +98,8 @@ def load_dataset(
         if isinstance(source, Listed):
             _write_listed(source, into, val_fraction, subset, seed, image_size)
         else:
-            _write_decoded(name, source, into, val_fraction, subset, seed, image_size)
+            decoded = source.read() if isinstance(source, Stored) else source
+            _write_decoded(name, decoded, into, val_fraction, subset, seed, image_size)
 
     arrays, meta = decoded_cache.load_or_build(folder, build)
     return Dataset(name, meta["classes"], *arrays, tuple(meta["mean"]), tuple(meta["std"]),
@@ -106,8 +108,9 @@ def load_dataset(
 
 def source_of(name: str, data_dir: str | None, train_csv: str | None = None,
               val_csv: str | None = None, test_csv: str | None = None,
-              download: bool = False) -> Listed | Decoded:
-    """The splits of data set `name`, as files to decode or arrays already decoded."""
+              download: bool = False) -> Listed | Stored | Decoded:
+    """The splits of data set `name`: files to decode, a torchvision data set's files (read when
+    the cache is built), or arrays already decoded."""
     if name == "digits":
         x, y, classes = digits()
         train, test = _stratified_split(y, 0.2, 1)  # a fixed test split of its own
@@ -119,7 +122,8 @@ def source_of(name: str, data_dir: str | None, train_csv: str | None = None,
     root = _find_root(name, data_dir, download)
     if name == "imagefolder" or (name == "cifar10" and (root / "train").is_dir()):
         return image_folder(root)
-    return torchvision_format(name, root, download)
+    fetch_if_missing(name, root, download)
+    return Stored(name, root)
 
 
 def check_data_folder(name: str, data_dir: str | None, train_csv: str | None = None,
@@ -148,6 +152,9 @@ def data_shape(name: str, data_dir: str | None, image_size: int | None = None,
     """((channels, height, width), classes) of the images a search of this data set trains on,
     without decoding more than one image (what the door probes a model with)."""
     source = source_of(name, data_dir, train_csv, download=download)
+    if isinstance(source, Stored):
+        (c, h, w), classes = source.shape_and_classes()
+        return (c, image_size or h, image_size or w), classes
     if isinstance(source, Decoded):
         c, h, w = source.train[0].shape[1:]
         return (c, image_size or h, image_size or w), len(source.classes)
@@ -319,7 +326,7 @@ def _find_root(name: str, data_dir: str | None, download: bool = False) -> Path:
                     f"TUNE_RUN_DATA_DIR) at a folder with {hint}")
 
 
-def _key(name: str, source: Listed | Decoded, val_fraction: float, subset: int | None, seed: int,
+def _key(name: str, source: Listed | Stored | Decoded, val_fraction: float, subset: int | None, seed: int,
          image_size: int | None) -> str:
     """What the decoded splits depend on: every listed file's identity (path, size, modification
     time: a changed file is decoded again), or the decoded arrays' digest, and the settings."""
@@ -335,6 +342,10 @@ def _key(name: str, source: Listed | Decoded, val_fraction: float, subset: int |
                 except FileNotFoundError:
                     raise DataError(f"{path}: listed but gone; list the data set again") from None
                 digest.update(f"\n{path}\t{label}\t{s.st_size}\t{s.st_mtime_ns}".encode())
+    elif isinstance(source, Stored):
+        for path in source.files():
+            s = path.stat()
+            digest.update(f"\n{path}\t{s.st_size}\t{s.st_mtime_ns}".encode())
     else:
         for array in (*source.train, *source.test):
             digest.update(f"{array.shape}{array.dtype}".encode())

@@ -46,6 +46,33 @@ class Listed:
 
 
 @dataclass
+class Stored:
+    """A torchvision data set's files in `root`: read (whole) only when its decoded cache is built,
+    so a trial that maps the cache never holds the data set in its own memory."""
+
+    name: str
+    root: Path
+
+    def files(self) -> list[Path]:
+        """Every file of the format, for the cache's key (path, size, modification time)."""
+        folders = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python",
+                   "mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw"}
+        if self.name in folders:
+            return sorted(p for p in (self.root / folders[self.name]).iterdir() if p.is_file())
+        return [self.root / f for f in LAYOUTS[self.name]]
+
+    def read(self) -> Decoded:
+        return torchvision_format(self.name, self.root, download=False)
+
+    def shape_and_classes(self) -> tuple[tuple[int, int, int], int]:
+        """Without reading the images: every image of these formats has one shape."""
+        shape = (1, 28, 28) if self.name in ("mnist", "fashion_mnist") else (3, 32, 32)
+        if self.name == "cifar100":
+            return shape, len(_unpickle(self.root / "cifar-100-python" / "meta")["fine_label_names"])
+        return shape, 10
+
+
+@dataclass
 class Decoded:
     """Arrays a source holds decoded already: (N, C, H, W) uint8 images and int64 labels."""
 

@@ -235,7 +235,8 @@ def _saved_spec(args: argparse.Namespace) -> SearchSpec:
                                    ("tracking_uri", args.tracking_uri or
                                     os.environ.get("MLFLOW_TRACKING_URI"))) if v}
     return load_saved_spec(_checked_name(args.name, "name"),
-                           overrides.get("storage", SETTINGS["storage"].default), overrides)
+                           overrides.get("storage", SETTINGS["storage"].default), overrides,
+                           to_train=False)
 
 
 def _report(args: argparse.Namespace) -> int:

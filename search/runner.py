@@ -69,8 +69,10 @@ def resume_command(spec: SearchSpec) -> str:
     return experiment_folder.resume_command(spec.name, spec.storage)
 
 
-def load_saved_spec(name: str, storage: str, overrides: dict) -> SearchSpec:
-    """The spec a search was started with, from its experiment folder (for `--resume NAME`)."""
+def load_saved_spec(name: str, storage: str, overrides: dict, to_train: bool = True) -> SearchSpec:
+    """The spec a search was started with, from its experiment folder (for `--resume NAME`).
+    `to_train` False (report, predict): the model is not built again, so a user's model file that
+    is gone since does not matter (the logged model carries its code)."""
     folder = stores.pull(storage, name)  # S3: a fresh local copy of the folder
     saved = folder / SAVED_SETTINGS
     if not saved.exists():
@@ -81,8 +83,7 @@ def load_saved_spec(name: str, storage: str, overrides: dict) -> SearchSpec:
     settings.pop(TOTAL_TRIALS, None)
     test_faults = os.environ.get("TUNE_RUN_TEST_FAULTS") == "1"
     spec = load_spec(folder / SAVED_SPACE / Path(origin).name, settings | overrides, quick=quick,
-                     allow_faults=test_faults)
-    spec.origin = origin
+                     allow_faults=test_faults, check_model=to_train, origin=origin)
     return spec
 
 

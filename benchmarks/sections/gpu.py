@@ -469,6 +469,19 @@ def part_c(pool: Pool, sizes: Sizes, device: torch.device, window_s: float,
     return rounds
 
 
+def part_e(data: Dataset, device: torch.device, sizes: Sizes) -> list[dict]:
+    """Section `models` on this device: the built-in ResNet-18 and two torchvision models, each a
+    trial (`build_trial`, precision auto) against its bare train step in its fastest mode."""
+    from benchmarks.sections import models
+
+    model_sizes = models.Sizes(batch=sizes.batch, subset=len(data.train_y), epochs=2,
+                               limit_steps=50 if device.type == "cuda" else 2)
+    rows = models.measure_models(data, model_sizes, device)
+    for row in rows:
+        say(f"(e) {row['model']}: trial {row['trial']['images_per_s']:,.0f} images/s")
+    return rows
+
+
 def part_d(device: torch.device, sizes: Sizes) -> dict:
     """A trial's first epoch (`build_trial` and `run_epoch`, as the trainable runs them) with a
     batch too big for the GPU: the trial's own TrialOutOfMemory, and torch's error under it. If no
@@ -599,7 +612,7 @@ def run_gpu(ctx: Context) -> dict:
     for folder in ("bench", "trials"):
         (log_dir / folder).mkdir()
     bench_pool = Pool(len(MODES), log_dir / "bench")
-    a_rows, b, c, d = [], None, None, None
+    a_rows, b, c, d, e = [], None, None, None, None
     trial_pool = None
     try:
         if data is not None:
@@ -621,6 +634,7 @@ def run_gpu(ctx: Context) -> dict:
 
         if data is not None:
             b = guarded("b", notes, part_b, data, device, sizes, plan)
+            e = guarded("e", notes, part_e, data, device, sizes)
         if cuda:
             d = guarded("d", notes, part_d, device, sizes)
             if d is not None:
@@ -645,7 +659,7 @@ def run_gpu(ctx: Context) -> dict:
                      f"(trained on) and {len(data.val_y):,} test images (the validation split), "
                      f"uint8 on the device")
     return {"device": str(device), "device_lines": device_lines(device), "data": data_line,
-            "budget_s": budget, "plan": asdict(plan), "a": a_rows, "b": b, "c": c, "d": d,
+            "budget_s": budget, "plan": asdict(plan), "a": a_rows, "b": b, "c": c, "d": d, "e": e,
             "notes": notes, "total_s": time.time() - t0}
 
 
@@ -844,8 +858,19 @@ def report_gpu(r: dict) -> Report:
             blocks.append("No out-of-memory error: every try fitted on this device.")
         blocks.append(f"Afterwards: {d['after']}; torch memory still allocated: "
                       f"{d['allocated_after_mib']:,.0f} MiB.")
+    # (e)
+    blocks.append("### (e) Each kind of model: a trial against its bare train step")
+    if not g.get("e"):
+        blocks.append("Not measured: " + (_notes_for("e", notes) or "-"))
+    else:
+        from benchmarks.sections.models import models_report
+
+        part = models_report(g["e"], "", f"On {g['device']}, every mode (no layout probe on a "
+                                         f"GPU), batch {sizes.batch}.")
+        blocks += part.blocks
+        verdicts += part.verdicts
     return Report("The GPU check: (a) compute limit, (b) a trial's epochs, (c) a shared GPU, (d) out of "
-                  "memory",
+                  "memory, (e) each kind of model",
                   blocks, verdicts)
 
 

@@ -71,20 +71,23 @@ def safe_modes(name: str, options: dict, batch: int) -> list[Mode]:
     return modes
 
 
-def limit(sizes: Sizes, name: str, options: dict, mode: Mode) -> dict:
-    torch.set_num_threads(THREADS)
-    bench = StepLimit(torch.device("cpu"), _hparams(sizes, options), mode, model_name=name,
-                      options=options)
+def limit(sizes: Sizes, name: str, options: dict, mode: Mode,
+          device: torch.device = torch.device("cpu")) -> dict:
+    if device.type == "cpu":
+        torch.set_num_threads(THREADS)
+    bench = StepLimit(device, _hparams(sizes, options), mode, model_name=name, options=options)
     bench.run(WARMUP_STEPS)
     return {"precision": mode.precision, "layout": mode.layout,
             **bench.images_per_s(sizes.limit_steps)}
 
 
-def trial(data, sizes: Sizes, name: str, options: dict) -> dict:
+def trial(data, sizes: Sizes, name: str, options: dict,
+          device: torch.device = torch.device("cpu")) -> dict:
     from core.trial import build_trial
 
-    torch.set_num_threads(THREADS)
-    t = build_trial(data, torch.device("cpu"), model_name=name, max_epochs=1 + sizes.epochs,
+    if device.type == "cpu":
+        torch.set_num_threads(THREADS)
+    t = build_trial(data, device, model_name=name, max_epochs=1 + sizes.epochs,
                     model_options=list(options), **_hparams(sizes, options))
     results = [t.run_epoch(epoch) for epoch in range(1, 2 + sizes.epochs)]
     timed = [r.stats for r in results[1:]]
@@ -97,15 +100,22 @@ def run_models(ctx: Context) -> list[dict]:
     from benchmarks.sections.throughput import _load
 
     data, _ = _load(ctx.data_dir, ctx.sizes.subset)
+    return measure_models(data, ctx.sizes, torch.device("cpu"))
+
+
+def measure_models(data, sizes: Sizes, device: torch.device) -> list[dict]:
+    """Each model's trial on `data` against its fastest safe mode's limit, paired before and after
+    (on a GPU every mode is safe: no probe)."""
     rows = []
     for name, options in MODELS:
-        modes = safe_modes(name, options, ctx.sizes.batch)
-        fastest = max((limit(ctx.sizes, name, options, m) for m in modes),
+        modes = (safe_modes(name, options, sizes.batch) if device.type == "cpu" else
+                 [Mode(p, layout) for p in ("fp32", "bf16") for layout in LAYOUTS])
+        fastest = max((limit(sizes, name, options, m, device) for m in modes),
                       key=lambda r: r["images_per_s"])
         mode = Mode(fastest["precision"], fastest["layout"])
-        before = limit(ctx.sizes, name, options, mode)
-        measured = trial(data, ctx.sizes, name, options)
-        after = limit(ctx.sizes, name, options, mode)
+        before = limit(sizes, name, options, mode, device)
+        measured = trial(data, sizes, name, options, device)
+        after = limit(sizes, name, options, mode, device)
         rows.append({"model": name, "options": options, "safe_modes": [str(m) for m in modes],
                      "fastest": fastest, "before": before, "trial": measured, "after": after})
         print(f"  {name}: trial {measured['images_per_s']:.0f} images/s, limit "
@@ -114,8 +124,13 @@ def run_models(ctx: Context) -> list[dict]:
 
 
 def report_models(r: dict) -> Report:
+    return models_report(r["models"], "Models: a trial of each kind against its bare train step",
+                         "One thread, SGD, batch as in the sizes.")
+
+
+def models_report(measured: list[dict], title: str, where: str) -> Report:
     rows, verdicts = [], []
-    for m in r["models"]:
+    for m in measured:
         around = (m["before"]["images_per_s"] + m["after"]["images_per_s"]) / 2
         share = m["trial"]["images_per_s"] / around
         options = ", ".join(f"{k} {v}" for k, v in m["options"].items()) or "-"
@@ -126,12 +141,12 @@ def report_models(r: dict) -> Report:
         verdicts.append(MODEL_TRIAL_VS_LIMIT.check(
             share, f"{share:.2f} ({m['trial']['images_per_s']:.0f} / {around:.0f})",
             f"{m['model']}: trial >= 0.9 of its fastest safe mode's limit"))
-    return Report("Models: a trial of each kind against its bare train step", [
-        "Each model trained as a trial (`core.trial.build_trial` with precision auto, which probes "
-        "channels-last on this CPU; training alone, train_epoch's own clock, after a warm-up "
+    return Report(title, [
+        "Each model trained as a trial (`core.trial.build_trial` with precision auto, which on a "
+        "CPU probes channels-last; training alone, train_epoch's own clock, after a warm-up "
         "epoch) on CIFAR-10 32x32, and the same model's train step alone on one batch in memory "
         "in the fastest mode that runs safely here, measured right before and after the trial "
-        "(the limit column is their mean). One thread, SGD, batch as in the sizes.",
+        f"(the limit column is their mean). {where}",
         Table(["model", "options", "safe modes", "fastest", "trial's mode", "trial images/s",
                "limit images/s", "trial / limit"], rows)], verdicts)
 

@@ -151,7 +151,8 @@ class SearchSpec:
 
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None, quick: bool = False,
-              allow_faults: bool = False) -> SearchSpec:
+              allow_faults: bool = False, check_model: bool = True,
+              origin: str | None = None) -> SearchSpec:
     """Imports a space file and validates it with CLI `overrides` (None values are ignored).
 
     Raises SpecError naming the file and field on any problem.
@@ -165,12 +166,17 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None, quick: 
         for key, value in quick_overrides.items():
             (settings if key in SETTINGS else space)[key] = value
     settings |= {k: v for k, v in (overrides or {}).items() if v is not None}
-    return build_spec(path, settings, space, quick=quick, allow_faults=allow_faults)
+    return build_spec(path, settings, space, quick=quick, allow_faults=allow_faults,
+                      check_model=check_model, origin=origin)
 
 
 def build_spec(source: Path, settings: dict[str, Any], space: dict[str, Any], quick: bool = False,
-               allow_faults: bool = False) -> SearchSpec:
-    """Validates `settings` and `space` (already in Python) into a SearchSpec."""
+               allow_faults: bool = False, check_model: bool = True,
+               origin: str | None = None) -> SearchSpec:
+    """Validates `settings` and `space` (already in Python) into a SearchSpec. `check_model` False:
+    a saved search read again to report on, whose model is not built (its file may be gone).
+    `origin`: the space file as the user wrote it, when `source` is its saved copy (the paths in
+    the space are relative to the user's file)."""
     where = str(source)
     full = _check_settings(where, settings, default_name=source.stem)
     for setting in CSV_SETTINGS:
@@ -184,22 +190,25 @@ def build_spec(source: Path, settings: dict[str, Any], space: dict[str, Any], qu
                         f"{', '.join(TORCHVISION_FORMATS)}; dataset {full['dataset']!r} is read "
                         "from data_dir as it is")
     own_parameters: set[str] = set()
-    if full["model"] != "resnet18":  # another kind imports torch (and its library or file)
+    if not check_model:  # it passed the door when it started: its own parameters are as saved
+        own_parameters = {k for k in space if k not in HPARAMS and k != FAULT_KEY}
+    elif full["model"] != "resnet18":  # another kind imports torch (and its library or file)
         from search.door.models import check_model_name, own_model_parameters, resolve_model_name
 
         full["model"] = resolve_model_name(where, full["model"], source)
         check_model_name(where, full["model"])
         own_parameters = own_model_parameters(full["model"])
     dims = _check_space(where, space, full, allow_faults, own_parameters)
-    if space.get("weights") is not None:
+    if space.get("weights") is not None and check_model:
         from search.door.models import resolve_weights_paths
 
-        space = dict(space, weights=resolve_weights_paths(where, space["weights"], source))
-    if full["model"] != "resnet18":
+        space = dict(space, weights=resolve_weights_paths(where, space["weights"],
+                                                          Path(origin or source)))
+    if check_model and full["model"] != "resnet18":
         from search.door.models import check_model_options
 
         check_model_options(where, full["model"], space)
-    return SearchSpec(source, full, dict(space), quick, dims, origin=str(source))
+    return SearchSpec(source, full, dict(space), quick, dims, origin=origin or str(source))
 
 
 def _beside(space_file: Path, path: str) -> Path:
