@@ -10,6 +10,7 @@ from __future__ import annotations
 from benchmarks.harness import Section
 from benchmarks.sections import (
                                  cluster_data,
+                                 data_memory,
                                  gpu,
                                  models,
                                  orchestration,
@@ -27,6 +28,7 @@ SECTIONS: tuple[Section, ...] = (
     *orchestration.SECTIONS,  # overhead, memory
     *pruning.SECTIONS,  # pruning, pareto
     *cluster_data.SECTIONS,
+    *data_memory.SECTIONS,
     *resume_chaos.SECTIONS,
     *startup.SECTIONS,
     *gpu.SECTIONS,
@@ -44,6 +46,8 @@ RESULTS_FILES: dict[str, tuple[str, str]] = {
                                 "RESULTS-resume-chaos.json"),
     "RESULTS-gpu.md": ("tune-run on one GPU", "RESULTS-gpu.json"),
     "RESULTS-startup.md": ("Start-up of a tiny search (section startup)", "RESULTS-startup.json"),
+    "RESULTS-data-memory.md": ("A trial's memory against the data set's size (section data-memory)",
+                               "RESULTS-data-memory.json"),
     "RESULTS-models.md": ("Each kind of model's trial against its bare train step (section models)",
                           "RESULTS-models.json"),
 }
