@@ -166,6 +166,7 @@ def test_a_user_models_search_resumes_without_its_data_cache_and_serves_without_
         [sys.executable, "-m", "search.cli", "predict", "interrupted", str(tmp_path / "one.png"),
          "--storage", str(tmp_path / "results"), "--tracking-uri", search.uri],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+             "TUNE_RUN_TEST_FAULTS": "1"})  # the saved space has the test's slow-epoch fault
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     assert predicted.stdout.split(": ")[1].split()[0] == served[0]  # the top class, as served

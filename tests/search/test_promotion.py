@@ -212,7 +212,8 @@ def test_mlflow_records_the_rung_each_trial_stopped_at(promotion_search):
             assert tags["tune_run.stopped_at_rung"] == {1: "1", 2: "2"}[epochs]
         assert child.info.status == "FINISHED"
         assert tags["tune_run.precision"] in ("fp32", "bf16")
-        assert tags["tune_run.layout"] == "channels_last"
+        # Channels-last, or NCHW with the reason where this CPU's probe refused 4 channels (AVX2).
+        assert tags["tune_run.layout"] == "channels_last" or tags["tune_run.layout_reason"]
 
 
 @pytest.mark.slow
