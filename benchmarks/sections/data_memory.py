@@ -188,7 +188,8 @@ def report_data_memory(r: dict) -> Report:
         f"A local Ray with a {m['store_mb']} MB object store and data_share {m['data_share']}: the "
         f"large data set ({large['decoded_mb']:.0f} MB decoded, "
         f"{large['decoded_mb'] / (m['store_mb'] * m['data_share']):.1f} x data_share of the store) "
-        f"is {_path(large)}; the small one (8 times smaller) is {_path(small)}. Two trials at once, one epoch each, ResNet-18 width 0.25. "
+        f"is {_path(large)}; the small one (8 times smaller) is {_path(small)}. Two trials at "
+        "once, one epoch each, ResNet-18 width 0.25. "
         "Private memory is a process's anonymous memory (smaps_rollup), what a copy of the data "
         "would add to; RSS also counts the cache's pages the trial has mapped (shared by both "
         "trials and the page cache).",
