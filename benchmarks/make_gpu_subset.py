@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data import _decode, _list_image_folder
+from core.data import _decode
+from core.sources import list_class_folders
 
 OUT = Path(__file__).resolve().parent / "data" / "cifar10-subset.npz"
 
@@ -41,8 +42,8 @@ def main() -> None:
     args = parser.parse_args()
 
     root = Path(args.data_dir)
-    train_files, classes = _list_image_folder(root / "train", root)
-    test_files, _ = _list_image_folder(root / "test", root)
+    train_files, classes = list_class_folders(root / "train", root)
+    test_files, _ = list_class_folders(root / "test", root)
     k = len(classes)
     x_train, y_train = _decode(balanced(train_files, args.train // k, args.seed))
     x_test, y_test = _decode(balanced(test_files, args.test // k, args.seed + 1))

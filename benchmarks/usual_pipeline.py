@@ -31,10 +31,11 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from core.data import _list_image_folder, _stratified_split, _take_list
+from core.data import _stratified_split, _take_list
 from core.losses import classification_loss
 from core.models import build_model
 from core.optim import make_optimizer, make_schedule
+from core.sources import list_class_folders
 from core.train import steps_per_epoch
 
 # The benchmark search's space: SGD over learning rate and weight decay, ResNet-18 at width 0.25.
@@ -52,7 +53,7 @@ def search_space() -> dict:
 
 def split_files(root: Path, subset: int, val_fraction: float, seed: int):
     """The train and validation files tune-run's load_dataset uses for the same settings."""
-    files, classes = _list_image_folder(root / "train", root)
+    files, classes = list_class_folders(root / "train", root)
     files = _take_list(files, subset, seed)
     kept, held = _stratified_split(np.array([label for _, label in files]), val_fraction, seed)
     return [files[i] for i in kept], [files[i] for i in held], classes

@@ -22,18 +22,17 @@ from core.sources import (
     DATASETS,
     HFLIP,
     IMAGE_SUFFIXES,
+    LAYOUTS,
     TORCHVISION_FORMATS,
     DataError,
     Decoded,
     Files,
     Listed,
     Stored,
-    check_torchvision_format,
     csv_manifests,
     digits,
     fetch_if_missing,
     image_folder,
-    list_class_folders,
 )
 
 __all__ = ["DATASETS", "IMAGE_SUFFIXES", "DataError", "Dataset", "load_dataset",
@@ -120,10 +119,15 @@ def source_of(name: str, data_dir: str | None, train_csv: str | None = None,
     if name not in DATASETS:
         raise DataError(f"dataset {name!r}: expected one of {', '.join(DATASETS)}")
     root = _find_root(name, data_dir, download)
-    if name == "imagefolder" or (name == "cifar10" and (root / "train").is_dir()):
+    if _is_image_folder(name, root):
         return image_folder(root)
     fetch_if_missing(name, root, download)
     return Stored(name, root)
+
+
+def _is_image_folder(name: str, root: Path) -> bool:
+    """imagefolder, or CIFAR-10 copied as one (train/<class>/*.jpg) rather than torchvision's."""
+    return name == "imagefolder" or (name == "cifar10" and (root / "train").is_dir())
 
 
 def check_data_folder(name: str, data_dir: str | None, train_csv: str | None = None,
@@ -134,11 +138,9 @@ def check_data_folder(name: str, data_dir: str | None, train_csv: str | None = N
     file or folder and what it should hold."""
     if name == "digits":
         return "scikit-learn's bundled 8x8 digits (no folder needed)"
-    if name in TORCHVISION_FORMATS:
-        root = _find_root(name, data_dir, download)
-        if not (name == "cifar10" and (root / "train").is_dir()):
-            return check_torchvision_format(name, root, download)
     source = source_of(name, data_dir, train_csv, val_csv, test_csv, download)
+    if isinstance(source, Stored):  # its files are there (fetched first with `download`)
+        return f"torchvision's {name} in {source.root} ({', '.join(LAYOUTS[name][:2])}, ...)"
     where = "the CSV files" if name == "csv" else str(_find_root(name, data_dir, download))
     val = f", {len(source.val):,} validation" if source.val is not None else ""
     test = f" and {len(source.test):,} test" if source.test is not None else ""
@@ -194,16 +196,9 @@ def _take_list(files: list, n: int, seed: int) -> list:
     return [files[i] for i in _take_rows(len(files), n, seed)]
 
 
-def _list_image_folder(folder: Path, root: Path) -> tuple[Files, list[str]]:
-    """A split's (path, label) files and its classes (what benchmarks pick their subsets from)."""
-    return list_class_folders(folder, root)
-
-
-def _split_sizes(source_train: int, own: int, subset: int | None) -> int | None:
+def _split_size(source_train: int, own: int, subset: int) -> int:
     """How many images of a split of `own` to keep when train keeps `subset` of `source_train`."""
-    if subset is None or subset >= source_train:
-        return None
-    return max(1, round(own * subset / source_train))
+    return own if subset >= source_train else max(1, round(own * subset / source_train))
 
 
 def _write_listed(source: Listed, into: Path, val_fraction: float, subset: int | None, seed: int,
@@ -215,7 +210,7 @@ def _write_listed(source: Listed, into: Path, val_fraction: float, subset: int |
         kept, held = _stratified_split(labels, val_fraction, seed)
         train, val = [train[i] for i in kept], [train[i] for i in held]
     elif subset:
-        val = _take_list(val, _split_sizes(len(source.train), len(val), subset) or len(val), seed)
+        val = _take_list(val, _split_size(len(source.train), len(val), subset), seed)
     if test is None:  # a CSV data set without test_csv: a test split of train's too
         labels = np.array([label for _, label in train], dtype=np.int64)
         kept, held = _stratified_split(labels, val_fraction, seed + 1)

@@ -91,7 +91,8 @@ def _probe(job: dict[str, Any]) -> ProbeAnswer:
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_read_lines, args=(child.stdout, lines), daemon=True).start()
     errors: list[str] = []
-    threading.Thread(target=lambda: errors.extend(child.stderr), daemon=True).start()
+    reader = threading.Thread(target=lambda: errors.extend(child.stderr), daemon=True)
+    reader.start()
     child.stdin.write(json.dumps(job))
     child.stdin.close()
     try:
@@ -114,7 +115,7 @@ def _probe(job: dict[str, Any]) -> ProbeAnswer:
 
         return ProbeAnswer(False, f"channels-last probe died of "
                                   f"{signal.Signals(-child.returncode).name}")
-    time.sleep(0.1)  # the stderr reader's last lines
+    reader.join(timeout=5)  # the child has exited: its stderr ends
     last = ("".join(errors).strip().splitlines() or [f"exit {child.returncode}"])[-1][:200]
     return ProbeAnswer(False, f"channels-last probe failed: {last}")
 

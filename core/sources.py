@@ -223,12 +223,6 @@ def torchvision_format(name: str, root: Path, download: bool) -> Decoded:
                         f"({type(e).__name__}: {str(e)[:160]}); fetch it again") from None
 
 
-def check_torchvision_format(name: str, root: Path, download: bool) -> str:
-    """The files of a torchvision data set are there (fetched first with `download`)."""
-    fetch_if_missing(name, root, download)
-    return f"torchvision's {name} in {root} ({', '.join(LAYOUTS[name][:2])}, ...)"
-
-
 def fetch_if_missing(name: str, root: Path, download: bool) -> None:
     missing = [f for f in LAYOUTS[name] if not _present(root / f)]
     if not missing:

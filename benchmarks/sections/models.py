@@ -47,14 +47,15 @@ def _hparams(sizes: Sizes, options: dict) -> dict:
     return resolve({"batch_size": sizes.batch, "lr": 0.05, **options})
 
 
-def _spec(name: str, options: dict) -> dict:
+def model_spec_of(name: str, options: dict) -> dict:
+    """The model spec a trial of `name` with `options` (on 10 classes, 3 channels, unpruned)
+    builds, as the layout probe keys it."""
+    from core.models import MODEL_OPTIONS
     from core.trial import model_spec
 
     hp = resolve(options)
-    spec = model_spec(name, 10, 3, prune_ratio=0.0, prune_method="unstructured",
-                      given=list(options), **{k: hp[k] for k in
-                                              ("width", "activation", "norm", "conv", "dropout", "init")})
-    return spec
+    return model_spec(name, 10, 3, prune_ratio=0.0, prune_method="unstructured",
+                      given=list(options), **{k: hp[k] for k in MODEL_OPTIONS})
 
 
 def safe_modes(name: str, options: dict, batch: int) -> list[Mode]:
@@ -64,7 +65,7 @@ def safe_modes(name: str, options: dict, batch: int) -> list[Mode]:
     modes = []
     for precision in precisions:
         for layout in LAYOUTS:
-            mode = safe_on_cpu(Mode(precision, layout), _spec(name, options), (3, 32, 32), batch,
+            mode = safe_on_cpu(Mode(precision, layout), model_spec_of(name, options), (3, 32, 32), batch,
                                THREADS)
             if mode.layout == layout:
                 modes.append(mode)

@@ -76,13 +76,10 @@ def run_compute(ctx: Context) -> list[dict]:
 
 def _refused(sizes: Sizes, mode: Mode) -> str:
     """Why the trial's layout probe refuses `mode` for this section's model here ('' if not)."""
+    from benchmarks.sections.models import model_spec_of
     from core.precision import safe_on_cpu
-    from core.trial import model_spec
 
-    hp = hparams(sizes)
-    spec = model_spec("resnet18", 10, 3, prune_ratio=0.0, prune_method="unstructured",
-                      **{k: hp[k] for k in ("width", "activation", "norm", "conv", "dropout",
-                                            "init")})
+    spec = model_spec_of("resnet18", {"width": sizes.width})
     return safe_on_cpu(mode, spec, (3, 32, 32), sizes.batch, THREADS).why
 
 
@@ -135,9 +132,10 @@ def run_baseline(ctx: Context) -> dict:
 
 def subset_files(root: Path, n: int, seed: int) -> set[str]:
     """The train files `load_dataset(subset=n, seed=seed)` decodes, chosen by the same code."""
-    from core.data import _list_image_folder, _take_list
+    from core.data import _take_list
+    from core.sources import list_class_folders
 
-    files, _ = _list_image_folder(root / "train", root)
+    files, _ = list_class_folders(root / "train", root)
     return {path for path, _ in _take_list(files, n, seed)}
 
 

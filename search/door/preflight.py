@@ -180,7 +180,7 @@ def check_data(spec: SearchSpec) -> Check:
 def check_model(spec: SearchSpec) -> Check:
     """A model other than the built-in one is built and run on a batch of the data's shape; the
     weights the space may start from load into it."""
-    from core.models import MODEL_OPTIONS, model_keywords, model_kind
+    from core.models import MODEL_OPTIONS, model_kind
     from search.door.domains import domain_choices, example_value
 
     kind = model_kind(spec.model)
@@ -200,8 +200,6 @@ def check_model(spec: SearchSpec) -> Check:
     options = {o: example_value(spec.space[o]) for o in named if o in spec.space}
     if kind != "builtin":
         probe_model(str(spec.source), spec.model, options, shape, classes, _channel_pruning(spec))
-    if kind != "builtin" and kind != "user":
-        options = {o: v for o, v in options.items() if o in model_keywords(spec.model)}
     check_weights(str(spec.source), spec.model, weights, options, shape[0], classes)
     c, h, w = shape
     starts = f", starting from {', '.join(weights)}" if weights else ""
