@@ -50,9 +50,11 @@ def trial_rows(trial) -> list[dict]:
 
 
 def _rows(text: str) -> list[dict]:
+    """The rows of a result.json's text. A line cut short by a kill of the driver while it wrote
+    the line is left out (the trial's next start rewrites the file without it)."""
     rows: dict[int, dict] = {}
     for line in text.splitlines():
-        if line.strip():
+        if line.strip() and _whole_row(line):
             row = json.loads(line)
             rows.setdefault(int(row[EPOCH]), row)
     return [rows[step] for step in sorted(rows)]

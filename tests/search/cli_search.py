@@ -134,10 +134,22 @@ class Search:
         """trial id -> the training_iteration of each row of Ray's result.json."""
         rows = {}
         for path in self.folder.glob("train_classifier_*/result.json"):
-            lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            lines = _whole_lines(path.read_text())
             if lines:  # a trial folder Ray made but never reported to has none
                 rows[lines[0]["trial_id"]] = [r["training_iteration"] for r in lines]
         return rows
+
+
+def _whole_lines(text: str) -> list[dict]:
+    """Every row of a result.json, duplicates kept; a last line still being written is left out."""
+    rows = []
+    for i, line in enumerate(lines := [ln for ln in text.splitlines() if ln.strip()]):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if i < len(lines) - 1:
+                raise
+    return rows
 
 
 def kill_group(proc: subprocess.Popen) -> None:

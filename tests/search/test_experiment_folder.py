@@ -36,6 +36,16 @@ def test_a_step_reported_twice_keeps_its_first_value(tmp_path):
     assert [r["v"] for r in folder.result_rows(tmp_path)] == ["a", "b", "c"]
 
 
+def test_a_line_cut_short_by_a_kill_is_left_out_and_ls_still_reads_the_search(tmp_path):
+    # CI saw `tune-run ls` fail on a search whose driver was SIGKILLed while it wrote a line.
+    path = _search(tmp_path)
+    with open(path / "train_1" / folder.RESULT_FILE, "a") as f:
+        f.write('{"training_iteration": 2, "val_a')
+    assert [r["val_acc"] for r in folder.result_rows(path / "train_1")] == [0.5]
+    state = folder.search_state(path)
+    assert (state.epochs, state.best) == (3, 0.5)
+
+
 def test_progress_counts_trials_started_and_epochs_trained(tmp_path):
     path = _search(tmp_path)
     assert folder.progress_text(path, 8) == "2 of 8 trials started, 3 epochs trained"

@@ -52,7 +52,9 @@ def test_interrupted_search_resumes_without_loss_or_duplicates(sig, image_folder
         listed = subprocess.run([sys.executable, "-m", "search.cli", "ls", "--storage",
                                  str(tmp_path / "results")], capture_output=True, text=True,
                                 env={"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"]})
-        row = next(line for line in listed.stdout.splitlines() if line.startswith("| interrupted "))
+        rows = [line for line in listed.stdout.splitlines() if line.startswith("| interrupted ")]
+        assert len(rows) == 1, listed.stdout + listed.stderr
+        row = rows[0]
         assert row.split("|")[2].strip() == "unfinished", listed.stdout
         assert listed.stdout.splitlines()[-1].strip() == (
             f"tune-run --resume interrupted --storage {tmp_path / 'results'}")
