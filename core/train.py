@@ -10,6 +10,9 @@ from torch import nn
 
 from core.augment import BatchAugment
 from core.losses import classification_loss
+from core.streamed import StreamedImages
+
+Images = torch.Tensor | StreamedImages  # uint8 (N, C, H, W): on the device, or streamed to it
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -50,7 +53,7 @@ def train_step(
 
 def train_epoch(
     model: nn.Module,
-    x: torch.Tensor,  # (N, C, H, W) uint8, on the device
+    x: Images,
     y: torch.Tensor,  # (N,) int64, on the device
     augment: BatchAugment,
     optimizer: torch.optim.Optimizer,
@@ -67,9 +70,9 @@ def train_epoch(
     order = torch.randperm(len(y), device=y.device, generator=generator)
     steps = steps_per_epoch(len(y), batch_size)
     total = torch.zeros((), device=y.device)
-    for i in range(steps):
-        rows = order[i * batch_size:(i + 1) * batch_size]
-        images, targets = augment.train(x[rows], generator), y[rows]
+    rows = [order[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
+    for i, raw in enumerate(_gathered(x, rows)):
+        images, targets = augment.train(raw, generator), y[rows[i]]
         if mixup is not None:
             images, targets = mixup(images, targets)  # targets become (B, K) soft targets
         total += train_step(model, images, targets, optimizer, schedule, label_smoothing,
@@ -81,7 +84,7 @@ def train_epoch(
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    x: torch.Tensor,
+    x: Images,
     y: torch.Tensor,
     augment: BatchAugment,
     batch_size: int = 1024,
@@ -91,11 +94,25 @@ def evaluate(
     model.eval()
     loss_sum = torch.zeros((), device=y.device)
     correct = torch.zeros((), device=y.device)
-    for i in range(0, len(y), batch_size):
-        images, labels = augment.normalise(x[i:i + batch_size]), y[i:i + batch_size]
+    for i, raw in zip(range(0, len(y), batch_size), _sliced(x, batch_size)):
+        images, labels = augment.normalise(raw), y[i:i + batch_size]
         with torch.autocast(y.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = model(images).float()
         loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
     n = max(1, len(y))
     return float(loss_sum) / n, float(correct) / n
+
+
+def _gathered(x: Images, rows: list[torch.Tensor]):
+    """The uint8 images at each of `rows`, on the device."""
+    if isinstance(x, StreamedImages):
+        # one device sync per epoch to bring the order to the host, where the images are
+        return x.batches(list(torch.cat(rows).cpu().split([len(r) for r in rows])) if rows else [])
+    return (x[r] for r in rows)
+
+
+def _sliced(x: Images, size: int):
+    if isinstance(x, StreamedImages):
+        return x.slices(size)
+    return (x[i:i + size] for i in range(0, len(x), size))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +31,8 @@ from core.models import MODEL_OPTIONS, build_model, model_keywords, model_kind
 from core.optim import make_optimizer, make_schedule
 from core.precision import Mode, resolve_mode, safe_on_cpu
 from core.pruning import ChannelPruner, GradualPruner, fit_to_state, make_pruner, rebind
-from core.train import EpochStats, evaluate, steps_per_epoch, train_epoch
+from core.streamed import StreamedImages, host_tensor, should_stream
+from core.train import EpochStats, Images, evaluate, steps_per_epoch, train_epoch
 
 
 class TrialOutOfMemory(RuntimeError):
@@ -120,9 +120,9 @@ class Trial:
     mixup: Mixup | None
     mode: Mode
     generator: torch.Generator
-    x: torch.Tensor  # (N, C, H, W) uint8 on the device
+    x: Images  # (N, C, H, W) uint8 on the device, or streamed to it
     y: torch.Tensor  # (N,) int64 on the device
-    val_x: torch.Tensor
+    val_x: Images
     val_y: torch.Tensor
     batch_size: int
     label_smoothing: float
@@ -257,9 +257,9 @@ def build_trial(
                  device, cost)
 
 
-def _on_device(x: np.ndarray, y: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Wraps the shared uint8 arrays without copying on the CPU; one copy per trial on a GPU."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the object store's arrays are read-only
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    return xt.to(device), yt.to(device)
+def _on_device(x: np.ndarray, y: np.ndarray, device: torch.device) -> tuple[Images, torch.Tensor]:
+    """Wraps the shared uint8 arrays without copying on the CPU; on a GPU, one copy per trial,
+    unless the images are to be streamed to it (core/streamed.py); the labels are always copied."""
+    images = (StreamedImages(x, device) if should_stream(x, device)
+              else host_tensor(x).to(device))
+    return images, host_tensor(y).to(device)

@@ -5,7 +5,7 @@
 Needs no Ray, MLflow or Optuna (the device machine has none): trials are set up by
 `core.trial.build_trial` and trained by its `run_epoch`, the very functions the trainable calls, on
 benchmarks/data/cifar10-subset.npz (a CIFAR-10 subset small enough to travel with the working tree;
-benchmarks/make_gpu_subset.py writes it). Four parts, one table or more each:
+benchmarks/make_gpu_subset.py writes it). Six parts, one table or more each:
 
   (a) the compute limit of the train step (harness.StepLimit: `core.train.train_step` on one random
       batch kept on the GPU), fp32 and bf16, NCHW and channels-last, torch.compile off and on (the
@@ -16,7 +16,9 @@ benchmarks/make_gpu_subset.py writes it). Four parts, one table or more each:
   (c) 1, 2, 4 and 8 trial processes sharing the GPU at once, as Ray's fractional GPUs run them:
       each one's images/s and memory over the same time window;
   (d) a real CUDA out-of-memory error on the trial path: torch's message and the trial's
-      (`core.trial.TrialOutOfMemory`, what a tune-run user sees).
+      (`core.trial.TrialOutOfMemory`, what a tune-run user sees);
+  (e) each kind of model (section `models` on this device);
+  (f) the mapped path: (b)'s trial on memory-mapped arrays, its batches streamed to the GPU.
 
 Each part is time-boxed from --budget-s so that the whole run fits (the default, 420 s, keeps it
 under 8 minutes). Without a CUDA GPU it says so in one line and writes nothing; --quick --allow-cpu
@@ -25,11 +27,13 @@ runs tiny sizes on the CPU to check that it works (its numbers mean nothing).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import multiprocessing as mp
 import os
 import queue
+import shutil
 import sys
 import tempfile
 import time
@@ -45,6 +49,7 @@ from benchmarks.harness import HERE, Context, Report, Section, Skipped, StepLimi
 from core.data import Dataset
 from core.hparams import resolve
 from core.precision import Mode, resolve_mode
+from core.streamed import StreamedImages
 from core.trial import Trial, TrialOutOfMemory, build_trial
 
 RESULTS = "RESULTS-gpu.md"
@@ -58,6 +63,8 @@ MIB = 2**20
 SHARED_GPU = Target(">= 4 trials sharing one GPU each keep >= 0.8 of a lone trial's images/s",
                     ">=", 0.8)
 SHARED_TRIALS = 4  # the rounds SHARED_GPU is checked on: this many processes or more
+MAPPED_GPU = Target("a trial on a mapped data set (batches streamed to the GPU) >= 0.9 of its "
+                    "images/s with the data set copied to the GPU", ">=", 0.9)
 IN_TIME = Target(f"the check runs in under {TIME_LIMIT_S // 60} minutes", "<", TIME_LIMIT_S)
 
 
@@ -417,6 +424,7 @@ def part_b(data: Dataset, device: torch.device, sizes: Sizes, plan: Plan) -> dic
     timed = epochs[1:] or epochs
     images, seconds = sum(e["images"] for e in timed), sum(e["train_s"] for e in timed)
     result = {"hp": hp, "mode": str(trial.mode), "eval_batch": trial.eval_batch,
+              "data_path": "streamed" if isinstance(trial.x, StreamedImages) else "on the device",
               "steps_per_epoch": trial.steps_per_epoch, "epochs": epochs,
               "train_images": len(data.train_y), "val_images": len(data.val_y),
               "images_per_s": images / seconds if seconds else 0.0, "timed_epochs": len(timed),
@@ -428,6 +436,24 @@ def part_b(data: Dataset, device: torch.device, sizes: Sizes, plan: Plan) -> dic
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result
+
+
+def part_f(data: Dataset, device: torch.device, sizes: Sizes, plan: Plan) -> dict:
+    """(b)'s trial on the same arrays memory-mapped from .npy files, as a trial reads a data set
+    too big to ship through the object store (core/decoded_cache.py): on a GPU, its batches are
+    copied as they are needed, overlapped with compute (core/streamed.py), not the data set once."""
+    folder = Path(tempfile.mkdtemp(prefix="tune-run-gpu-mapped-"))
+    try:
+        arrays = {}
+        for name in ("train_x", "val_x"):
+            np.save(folder / f"{name}.npy", getattr(data, name))
+            arrays[name] = np.load(folder / f"{name}.npy", mmap_mode="r")
+        result = part_b(dataclasses.replace(data, **arrays), device, sizes, plan)
+        for e in result["epochs"]:
+            say(f"(f) epoch {e['epoch']}: {e['images_per_s']:,.0f} images/s ({result['data_path']})")
+        return result
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def part_c(pool: Pool, sizes: Sizes, device: torch.device, window_s: float,
@@ -612,7 +638,7 @@ def run_gpu(ctx: Context) -> dict:
     for folder in ("bench", "trials"):
         (log_dir / folder).mkdir()
     bench_pool = Pool(len(MODES), log_dir / "bench")
-    a_rows, b, c, d, e = [], None, None, None, None
+    a_rows, b, c, d, e, f = [], None, None, None, None, None
     trial_pool = None
     try:
         if data is not None:
@@ -635,6 +661,7 @@ def run_gpu(ctx: Context) -> dict:
         if data is not None:
             b = guarded("b", notes, part_b, data, device, sizes, plan)
             e = guarded("e", notes, part_e, data, device, sizes)
+            f = guarded("f", notes, part_f, data, device, sizes, plan)
         if cuda:
             d = guarded("d", notes, part_d, device, sizes)
             if d is not None:
@@ -659,7 +686,7 @@ def run_gpu(ctx: Context) -> dict:
                      f"(trained on) and {len(data.val_y):,} test images (the validation split), "
                      f"uint8 on the device")
     return {"device": str(device), "device_lines": device_lines(device), "data": data_line,
-            "budget_s": budget, "plan": asdict(plan), "a": a_rows, "b": b, "c": c, "d": d, "e": e,
+            "budget_s": budget, "plan": asdict(plan), "a": a_rows, "b": b, "c": c, "d": d, "e": e, "f": f,
             "notes": notes, "total_s": time.time() - t0}
 
 
@@ -869,13 +896,32 @@ def report_gpu(r: dict) -> Report:
                                          f"GPU), batch {sizes.batch}.")
         blocks += part.blocks
         verdicts += part.verdicts
+    # (f)
+    blocks.append("### (f) The mapped path: batches streamed to the GPU")
+    f = g.get("f")
+    if not f or not b:
+        blocks.append("Not measured: " + (_notes_for("f", notes) or "no data"))
+    else:
+        ratio = f["images_per_s"] / b["images_per_s"] if b["images_per_s"] else 0.0
+        blocks += [
+            "(b)'s trial again, on the same arrays memory-mapped from .npy files as a trial maps "
+            "the node's decoded cache when the data set was too big to ship: the images stay in "
+            "host memory and each batch is gathered into pinned memory and copied on a side "
+            "stream while the previous batch computes (core/streamed.py).",
+            Table(["data", "data path", "train images/s", "peak MiB", "val_acc"],
+                  [[label, r["data_path"], f"{r['images_per_s']:,.0f}", fmt(r.get("peak_mib")),
+                    f"{r['epochs'][-1]['val_acc']:.4f}"]
+                   for label, r in (("arrays in memory (b)", b), ("memory-mapped (f)", f))])]
+        if f["data_path"] == "streamed":
+            verdicts.append(MAPPED_GPU.check(ratio, f"{ratio:.2f} ({f['images_per_s']:,.0f} / "
+                                                    f"{b['images_per_s']:,.0f})"))
     return Report("The GPU check: (a) compute limit, (b) a trial's epochs, (c) a shared GPU, (d) out of "
-                  "memory, (e) each kind of model",
+                  "memory, (e) each kind of model, (f) the mapped path",
                   blocks, verdicts)
 
 
 SECTIONS = (
     Section("gpu", "one GPU, with torch and core/ only: compute limit, a trial's epochs, 1-8 trials "
-            "sharing it, out of memory", RESULTS, run_gpu, report_gpu, (SHARED_GPU, IN_TIME),
+            "sharing it, out of memory", RESULTS, run_gpu, report_gpu, (SHARED_GPU, MAPPED_GPU, IN_TIME),
             FULL, QUICK, default=False),
 )

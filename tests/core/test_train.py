@@ -120,3 +120,24 @@ def test_evaluate_counts_correct_answers():
     augment = BatchAugment((0.5,), (0.3,), padding=0, hflip=False)
     assert evaluate(Brightness(), x, y, augment)[1] == 1.0
     assert evaluate(Brightness(), x, 1 - y, augment)[1] == 0.0
+
+
+def test_streamed_images_train_and_evaluate_exactly_as_images_on_the_device(tmp_path):
+    # The GPU's mapped path (core/streamed.py) run on the CPU: the batches it gathers from a
+    # memory-mapped file must be the very batches indexing the tensor gives.
+    import numpy as np
+
+    from core.streamed import StreamedImages
+
+    _, x, _, _, _, _ = _setup(epochs=1)
+    np.save(tmp_path / "x.npy", x.numpy())
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    results = []
+    for images in (x, StreamedImages(mapped, torch.device("cpu"))):
+        model, _, y, augment, optimizer, schedule = _setup(epochs=1, norm="none")
+        stats = train_epoch(model, images, y, augment, optimizer, schedule, 16, 0.0,
+                            generator=torch.Generator().manual_seed(3))
+        results.append((stats.loss, evaluate(model, images, y, augment, batch_size=24),
+                        model.fc.weight.detach().clone()))
+    assert results[0][:2] == results[1][:2]
+    assert torch.equal(results[0][2], results[1][2])
