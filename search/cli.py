@@ -7,6 +7,7 @@
     tune-run sync NAME                rebuild or complete a search's MLflow record from Ray's files
     tune-run report NAME              print a search's leaderboard; log its report to the parent run
     tune-run ls                       every search of the storage folder, with its state
+    tune-run stop NAME                end a running search cleanly, from any terminal (resumable)
     tune-run predict NAME FILES...    the top 3 classes of image files, by a search's best model
     tune-run ui                       the MLflow UI on 127.0.0.1:5000
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +120,17 @@ def ls_parser() -> OneLineParser:
     return p
 
 
+def stop_parser() -> OneLineParser:
+    p = OneLineParser(prog="tune-run stop", description="End a running search from another terminal "
+                      "or machine, cleanly: its driver saves every trial's state and ends them where "
+                      "they are; `tune-run --resume NAME` continues it.")
+    p.add_argument("name", help="the search's experiment name")
+    p.add_argument("--storage", default=None, help=SETTINGS["storage"].help)
+    p.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
+                   help="how long to wait for the driver to end (default: 300; 0: do not wait)")
+    return p
+
+
 def predict_parser() -> OneLineParser:
     p = OneLineParser(prog="tune-run predict", description="Print the top 3 classes, with their "
                       "probabilities, of each image file (any size), by a search's best model as "
@@ -141,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     subcommands = {"sync": (sync_parser, _sync), "report": (report_parser, _report),
                    "ui": (ui_parser, _ui), "ls": (ls_parser, _ls),
-                   "predict": (predict_parser, _predict)}
+                   "predict": (predict_parser, _predict), "stop": (stop_parser, _stop)}
     command = argv[0] if argv and argv[0] in subcommands else None
     make_parser, handle = subcommands.get(command, (parser, _run))
     args = make_parser().parse_args(argv[1:] if command else argv)
@@ -211,7 +224,8 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         _shutdown_ray()
     if not outcome.finished:
-        print(f"Search {spec.name!r} stopped before the end ({outcome.left}); resume it with:",
+        by = f", by `tune-run stop` from {outcome.stopped_by.get('by', '?')}" if outcome.stopped_by else ""
+        print(f"Search {spec.name!r} stopped before the end ({outcome.left}{by}); resume it with:",
               file=sys.stderr)
         print(outcome.resume_command)
         return EXIT_INTERRUPTED
@@ -281,6 +295,43 @@ def _ls(args: argparse.Namespace) -> int:
         print("\nResume:")
     for s in unfinished:
         print(f"  {resume_command(s.name, storage)}")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from search.place.experiment_folder import (
+        DRIVER,
+        STOP_REQUEST,
+        request_stop,
+        resume_command,
+        search_state,
+    )
+    from search.place.storage import fetch, pull, push, tune_storage_path
+
+    name = _checked_name(args.name, "name")
+    location = args.storage or SETTINGS["storage"].default
+    storage = tune_storage_path(location)
+    state = search_state(pull(location, name))
+    if state is None:
+        raise SpecError(f"name: no search named {name!r} in {storage} (`tune-run ls --storage "
+                        f"{storage}` lists them)")
+    if state.state != "running":
+        raise SpecError(f"name: search {name!r} is not running ({state.state}); nothing to stop"
+                        + (f"; resume it with `{resume_command(name, storage)}`"
+                           if state.state == "unfinished" else ""))
+    request_stop(state.path)
+    push(location, name, STOP_REQUEST)
+    print(f"asked search {name!r} to stop", flush=True)
+    deadline = time.time() + args.wait
+    while args.wait and time.time() < deadline:
+        time.sleep(1.0)
+        if not fetch(location, name, DRIVER) or search_state(state.path).state != "running":
+            print(f"search {name!r} stopped; resume it with `{resume_command(name, storage)}`")
+            return 0
+    if args.wait:
+        print(f"tune-run: search {name!r} was asked to stop but its driver still runs after "
+              f"{args.wait:g} s (it ends the trials at their next report)", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -28,7 +29,14 @@ from search.errors import SpecError
 from search.place import experiment_folder
 from search.place import storage as stores
 from search.place.cluster import check_data_reachable, check_shared_storage
-from search.place.experiment_folder import DONE, DRIVER, SAVED_SETTINGS, SAVED_SPACE, TOTAL_TRIALS
+from search.place.experiment_folder import (
+    DONE,
+    DRIVER,
+    SAVED_SETTINGS,
+    SAVED_SPACE,
+    STOP_REQUEST,
+    TOTAL_TRIALS,
+)
 from search.record.tracking import MlflowTracking, SearchRecord
 from search.redact import first_line
 from search.report.leaderboard import describe_runs, log_report
@@ -44,6 +52,7 @@ class Outcome:
     results: SearchResults | None
     resume_command: str
     left: str = ""  # what was left unended, for a search that stopped before the end
+    stopped_by: dict | None = None  # the `tune-run stop` request it stopped on (by, pid, at)
 
 
 def experiment_state(spec: SearchSpec) -> str:
@@ -119,8 +128,9 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
         _save_spec(spec)
         tuner = new_tuner(spec, data, [callback, console], verbose, scheduler)
     console.follow(scheduler)
+    _clear_stop_request(spec)  # a request that stopped the search before does not stop this run
     try:
-        with _driving(spec):
+        with _driving(spec) as watch:
             grid = tuner.fit()
     finally:
         console.close()
@@ -132,7 +142,7 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
         stores.push(spec.storage, spec.name, DONE)
     _record_with_retries(spec, opening, results.summary() if results else None, model)
     left = "" if finished else experiment_folder.unended_text(spec.experiment_path, total_trials(spec))
-    return Outcome(finished, results, resume_command(spec), left)
+    return Outcome(finished, results, resume_command(spec), left, watch.request)
 
 
 def _load_data_while_ray_starts(spec: SearchSpec) -> Future:
@@ -185,12 +195,47 @@ def _new_record(spec: SearchSpec) -> SearchRecord:
     return record
 
 
+STOP_POLL_S = 1.0  # how often the driver looks for `tune-run stop`'s request in a local folder
+STOP_POLL_REMOTE_S = 5.0  # ... in a bucket (one small GET each time)
+
+
+class _StopWatch:
+    """Looks for `tune-run stop`'s request while the search runs; on one, stops the search the way
+    Ctrl-C does (Ray saves every trial's state and ends them, resumable)."""
+
+    def __init__(self, spec: SearchSpec):
+        self._spec = spec
+        self.request: dict | None = None
+
+    def watch(self, done: threading.Event) -> None:
+        poll = STOP_POLL_REMOTE_S if stores.is_remote(self._spec.storage) else STOP_POLL_S
+        while not done.wait(poll):
+            try:
+                here = stores.fetch(self._spec.storage, self._spec.name, STOP_REQUEST)
+            except Exception:  # a bucket away for a while: the next poll asks again
+                continue
+            request = experiment_folder.stop_request(self._spec.experiment_path) if here else None
+            if request:
+                self.request = request
+                print(f"tune-run: stop asked by {request.get('by', 'someone')}: ending the "
+                      "trials where they are (resumable)", file=sys.stderr)
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+
+
+def _clear_stop_request(spec: SearchSpec) -> None:
+    experiment_folder.clear_stop_request(spec.experiment_path)
+    stores.remove(spec.storage, spec.name, STOP_REQUEST)
+
+
 @contextmanager
 def _driving(spec: SearchSpec):
     """Marks the search as driven by this process while the block runs (`tune-run ls`, from any
-    machine), renewing the mark every HEARTBEAT_S; the mark goes when the block ends, for good."""
+    machine), renewing the mark every HEARTBEAT_S, and watches for `tune-run stop`'s request;
+    the mark goes when the block ends, for good. Yields the _StopWatch."""
     mark = _DriverMark(spec)
     mark.write()
+    watch = _StopWatch(spec)
 
     def renew() -> None:
         while not stop.wait(experiment_folder.HEARTBEAT_S):
@@ -202,8 +247,10 @@ def _driving(spec: SearchSpec):
     stop = threading.Event()
     beats = threading.Thread(target=renew, name="tune-run driver mark", daemon=True)
     beats.start()
+    threading.Thread(target=watch.watch, args=(stop,), name="tune-run stop watch",
+                     daemon=True).start()
     try:
-        yield
+        yield watch
     finally:
         stop.set()
         mark.remove()
@@ -260,7 +307,9 @@ def record_search(spec: SearchSpec, record: SearchRecord, summary: dict | None,
     for a finished search (`summary`) the outcome, best model and report. Returns the trials seen."""
     trials = sync_trials(spec, record, finished=summary is not None)
     if summary is None:
-        record.finish(record.parent_id, "KILLED")
+        asked = experiment_folder.stop_request(spec.experiment_path)
+        record.finish(record.parent_id, "KILLED",
+                      {"tune_run.stopped_by": asked.get("by", "?")} if asked else None)
     else:
         complete_parent_run(record, summary, model, spec.register)
     describe_runs(spec, record, log_report(spec, record), summary)

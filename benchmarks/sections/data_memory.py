@@ -164,7 +164,7 @@ def run_data_memory(ctx: Context) -> dict:
     # The small data set once more, read from the mapped cache (a data_share it cannot fit): which
     # path a data set that fits the store should take is decided by these two runs.
     runs = [_search(ctx, small, "small"), _search(ctx, large, "large"),
-            _search(ctx, small, "small, mapped", data_share=FORCE_MAPPED)]
+            _search(ctx, small, "small-mapped", data_share=FORCE_MAPPED)]
     return {"store_mb": STORE_MB, "data_share": DATA_SHARE, "runs": runs,
             "speed": _speed(ctx, large)}
 

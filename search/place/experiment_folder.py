@@ -4,11 +4,13 @@ Ray writes one `result.json` per trial (a JSON line per reported result) and its
 these files are the source of truth that sync, report, resume, `tune-run ls` and the promotion
 scheduler's resume rebuild from. tune-run adds the resolved settings (`tune_run.json`), a copy of the
 space file (`space/`), a file saying the search finished (`tune_run_done.json`), and one saying which
-process drives it while it runs (`tune_run_driver.json`).
+process drives it while it runs (`tune_run_driver.json`), and `tune-run stop`'s request to that
+process (`tune_run_stop.json`).
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import socket
@@ -24,6 +26,7 @@ SAVED_SPACE = "space"  # folder of the space file's copy
 SAVED_SETTINGS = "tune_run.json"  # the resolved settings, for `--resume NAME`
 DONE = "tune_run_done.json"  # written when the search has finished
 DRIVER = "tune_run_driver.json"  # the driver process (host, pid) while the search runs
+STOP_REQUEST = "tune_run_stop.json"  # `tune-run stop` asked the driver to stop (by whom, when)
 TOTAL_TRIALS = "_total_trials"  # key of SAVED_SETTINGS: num_samples x grid points
 
 
@@ -199,6 +202,27 @@ def _driver_alive(experiment_path: Path) -> bool:
     except PermissionError:  # alive, another user's
         return True
     return True
+
+
+def request_stop(experiment_path: str | Path) -> dict[str, Any]:
+    """Asks the search's driver to stop (`tune-run stop`): it polls for this file."""
+    request = {"by": f"{getpass.getuser()}@{socket.gethostname()}", "pid": os.getpid(),
+               "at": time.time()}
+    (Path(experiment_path) / STOP_REQUEST).write_text(json.dumps(request))
+    return request
+
+
+def stop_request(experiment_path: str | Path) -> dict[str, Any] | None:
+    """The stop request in the folder, if any (a half-written one counts once whole)."""
+    try:
+        request = json.loads((Path(experiment_path) / STOP_REQUEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return request if isinstance(request, dict) else None
+
+
+def clear_stop_request(experiment_path: str | Path) -> None:
+    (Path(experiment_path) / STOP_REQUEST).unlink(missing_ok=True)
 
 
 # --- every search of a storage folder (`tune-run ls`) -------------------------------------------

@@ -201,6 +201,23 @@ def push(storage: str | Path, name: str, *relative: str) -> None:
                 shutil.copyfileobj(src, dst)
 
 
+def fetch(storage: str | Path, name: str, relative: str) -> bool:
+    """Brings the one file `relative` of search `name` from the bucket into the local copy (a
+    local folder: nothing to bring); whether it exists. Cheap enough to poll every few seconds."""
+    local = local_root(storage) / name / relative
+    if not is_remote(storage):
+        return local.exists()
+    s3, path = filesystem(experiment_uri(storage, name))
+    try:
+        with s3.open_input_stream(f"{path}/{relative}") as src:
+            data = src.read()
+    except (FileNotFoundError, OSError):
+        return False
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(data)
+    return True
+
+
 def remove(storage: str | Path, name: str, relative: str) -> None:
     """Deletes the file `relative` of search `name` in the bucket (a local folder: nothing)."""
     if not is_remote(storage):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -324,7 +325,10 @@ def search_description(spec: SearchSpec, report: Report, summary: dict[str, Any]
              f"{epochs} epochs trained in {_duration(_wall_s(report.histories))}, by "
              f"{spec.metric} ({spec.mode}).", ""]
     if summary is None:
-        lines += ["**Unfinished**: resume it with "
+        asked = experiment_folder.stop_request(spec.experiment_path)
+        how = (f" (stopped by `tune-run stop` from {asked.get('by', '?')} at "
+               f"{_when(asked.get('at'))})" if asked else "")
+        lines += [f"**Unfinished**{how}: resume it with "
                   f"`{experiment_folder.resume_command(spec.name, spec.storage)}`.", ""]
     lines += [f"**Top {min(5, len(rows))}** by {spec.metric}:", "",
               leaderboard_markdown([{k: r[k] for k in _columns(spec) if k != "final_val_loss"}
@@ -346,6 +350,12 @@ def search_description(spec: SearchSpec, report: Report, summary: dict[str, Any]
     files = REPORT_FILES | (PARETO_FILES if report.pareto else {})
     lines += [f"- `{name}`: {what}" for name, what in files.items()]
     return "\n".join(lines)
+
+
+def _when(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "?"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
 
 def _wall_s(histories: list[tuple[Trial, list[dict]]]) -> float:
