@@ -24,7 +24,7 @@ from typing import Any, TextIO
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from search.record.outcome import KINDS, TrialOutcome
+from search.record.outcome import KINDS, TrialEnds, TrialOutcome
 from search.record.tracking import run_name
 from trainables.metrics import EPOCH, finite
 
@@ -62,8 +62,10 @@ class SearchConsole(Callback):
     def __init__(self, name: str, metric: str, mode: str, total_trials: int, max_epochs: int,
                  dimensions: list[str], rungs: tuple[int, ...] = (), epochs_done: int = 0,
                  stream: TextIO | None = None, live: bool | None = None,
-                 also: tuple[str, ...] = ()):
+                 also: tuple[str, ...] = (), ends: TrialEnds | None = None):
+        """`ends`: the search's TrialEnds, shared with the MLflow callback (else one of its own)."""
         self.name, self.metric, self.mode = name, metric, mode
+        self.ends = ends or TrialEnds(max_epochs, rungs)
         self.also = tuple(also)  # further objectives, shown beside the metric
         self.total_trials, self.max_epochs = total_trials, max_epochs
         self.dimensions, self.rungs = list(dimensions), tuple(rungs)
@@ -88,7 +90,7 @@ class SearchConsole(Callback):
     def __getstate__(self) -> dict:
         # Ray pickles callbacks with the Tuner: keep the settings, not the stream or the live view.
         keep = ("name", "metric", "mode", "total_trials", "max_epochs", "dimensions", "rungs",
-                "epochs", "_live_wanted")
+                "epochs", "_live_wanted", "ends")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict) -> None:
@@ -155,13 +157,13 @@ class SearchConsole(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info) -> None:
         self._tell_decisions()
         self._running.pop(trial.trial_id, None)
-        outcome = TrialOutcome.ended(trial.last_result or {}, self.max_epochs, self.rungs)
+        outcome = self.ends.completed(trial)
         ended = self._ended_decision(trial.trial_id)
         self._tell_end(trial, outcome, self._below_cut(ended) if ended is not None else "")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info) -> None:
         self._running.pop(trial.trial_id, None)
-        self._tell_end(trial, TrialOutcome.errored(trial))
+        self._tell_end(trial, self.ends.errored(trial))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Trial, **info) -> None:
         self._running.pop(trial.trial_id, None)

@@ -37,6 +37,7 @@ from search.place.experiment_folder import (
     STOP_REQUEST,
     TOTAL_TRIALS,
 )
+from search.record.outcome import TrialEnds
 from search.record.tracking import MlflowTracking, SearchRecord
 from search.redact import first_line
 from search.report.leaderboard import describe_runs, log_report
@@ -114,13 +115,14 @@ def run_search(spec: SearchSpec, resume: bool = False, address: str | None = Non
     check_data_reachable(spec, data)  # a data set too big to ship: every node must read data_dir
     make_storage(spec.storage)  # only once everything was checked: a refusal leaves nothing
     opening = _open_record(spec)
+    ends = TrialEnds(spec.max_epochs, spec_rungs(spec))  # each trial's outcome, built once
     callback = MlflowTracking(spec.tracking_uri, spec.experiment, spec.experiment_uri,
                               spec.name, spec.max_epochs, spec.dimensions, spec_rungs(spec),
-                              opening=opening)
+                              opening=opening, ends=ends)
     console = SearchConsole(spec.name, spec.metric, spec.mode, total_trials(spec), spec.max_epochs,
                             spec.dimensions, spec_rungs(spec),
                             epochs_done=experiment_folder.epochs_trained(spec.experiment_path),
-                            also=tuple(o.metric for o in spec_objectives(spec)[1:]))
+                            also=tuple(o.metric for o in spec_objectives(spec)[1:]), ends=ends)
     scheduler = make_scheduler(spec)
     if resume:
         tuner = restored_tuner(spec, data, [callback, console], retry_errored, verbose, scheduler)

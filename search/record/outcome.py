@@ -2,13 +2,19 @@
 rendered as its child run's MLflow status and tags, the console's line, and the Markdown description
 of its run (which the report writes).
 
+`TrialEnds` builds it: the console and the MLflow callback both hear of a trial's end, and the first
+to ask builds the outcome, the second gets that same object; it is kept in the trial's folder
+(`tune_run_outcome.json`), where the report and `tune-run sync` read it back.
+
 It sits in record/ (which door/, report/ and the console import) and imports nothing of search/ but
 place/, so every part that tells an outcome can import it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ray.tune.experiment import Trial
@@ -24,6 +30,7 @@ RUN_STATUS = {"completed": "FINISHED", "stopped_early": "FINISHED", "diverged": 
               "error": "FAILED", "interrupted": "KILLED"}  # MLflow's status of the child run
 FAILURE_CHARS = 500  # of the error's last line, in the tune_run.failure tag
 CONSOLE_FAILURE_CHARS = 200  # of that line, on the console
+OUTCOME_FILE = "tune_run_outcome.json"  # in the trial's folder, once it has ended
 
 
 @dataclass(frozen=True)
@@ -205,3 +212,66 @@ def error_line(trial: Trial) -> str:
 
 def _num(value: Any) -> str:
     return f"{value:.4g}" if finite(value) else str(value)
+
+
+# --- built once, kept in the trial's folder ---------------------------------------------------------
+
+class TrialEnds:
+    """Each trial's outcome, built once when it ends by whichever callback asks first (see the
+    module's docstring), and saved in the trial's folder. Callbacks pickled with Ray's state
+    carry it; a restored search starts a new one."""
+
+    def __init__(self, max_epochs: int, rungs: tuple[int, ...] = ()):
+        self.max_epochs, self.rungs = max_epochs, tuple(rungs)
+        self._built: dict[tuple[str, str, int], TrialOutcome] = {}
+
+    def completed(self, trial: Trial) -> TrialOutcome:
+        """The outcome of a trial Ray ended (TERMINATED)."""
+        last = trial.last_result or {}
+        return self._once(trial, "ended", lambda: TrialOutcome.ended(last, self.max_epochs,
+                                                                     self.rungs))
+
+    def errored(self, trial: Trial) -> TrialOutcome:
+        return self._once(trial, "error", lambda: TrialOutcome.errored(trial))
+
+    def started(self, trial: Trial) -> None:
+        """A trial (re)starts: an outcome saved by an earlier run no longer holds."""
+        if getattr(trial, "local_path", None):
+            Path(trial.local_path, OUTCOME_FILE).unlink(missing_ok=True)
+
+    def _once(self, trial: Trial, how: str, build) -> TrialOutcome:
+        key = (trial.trial_id, how, int((trial.last_result or {}).get(EPOCH, 0)))
+        if key not in self._built:
+            self._built[key] = outcome = build()
+            if getattr(trial, "local_path", None):
+                save_outcome(trial.local_path, outcome)
+        return self._built[key]
+
+
+def save_outcome(trial_path: str | Path, outcome: TrialOutcome) -> None:
+    path = Path(trial_path, OUTCOME_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(outcome), default=str))
+
+
+def saved_outcome(trial: Trial) -> TrialOutcome | None:
+    """The outcome kept in the trial's folder when it ended, if it still holds: Ray's saved status
+    says the trial ended the same way (a kill while it was written, or a search from before it
+    was kept: None)."""
+    try:
+        saved = TrialOutcome(**json.loads(Path(getattr(trial, "path", None) or "",
+                                               OUTCOME_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    ended_as = "error" if trial.status == Trial.ERROR else "ended"
+    if trial.status not in (Trial.TERMINATED, Trial.ERROR) or (saved.kind == "error") != (
+            ended_as == "error"):
+        return None
+    return saved
+
+
+def outcome_of(trial: Trial, last: dict[str, Any], max_epochs: int,
+               rungs: tuple[int, ...] = ()) -> TrialOutcome:
+    """The trial's outcome as it was built when it ended, else as Ray's saved status says."""
+    return saved_outcome(trial) or TrialOutcome.of(trial, last, max_epochs, rungs)
+

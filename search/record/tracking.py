@@ -22,7 +22,7 @@ from ray.tune.experiment import Trial
 
 from core.hparams import FAULT_KEY, HPARAMS, resolve
 from search.record import resolve_tracking_uri
-from search.record.outcome import TrialOutcome
+from search.record.outcome import TrialEnds, TrialOutcome
 from search.record.sqlite_store import make_whole, sqlite_file
 from search.redact import first_line, redact
 from trainables.metrics import EPOCH, METRICS
@@ -347,9 +347,11 @@ class MlflowTracking(Callback):
 
     def __init__(self, tracking_uri: str | None, experiment: str, search_key: str, name: str,
                  max_epochs: int, dimensions: list[str], rungs: tuple[int, ...] = (),
-                 opening: Future | None = None):
-        """`opening`: the search's record being opened elsewhere, to use once it is open."""
+                 opening: Future | None = None, ends: TrialEnds | None = None):
+        """`opening`: the search's record being opened elsewhere, to use once it is open; `ends`:
+        the search's TrialEnds, shared with the console (else one of its own)."""
         self.args = (tracking_uri, experiment, search_key, name)
+        self.ends = ends or TrialEnds(max_epochs, rungs)
         self.opening = opening
         self.max_epochs, self.dimensions, self.rungs = max_epochs, dimensions, tuple(rungs)
         self.record: SearchRecord | None = None
@@ -371,6 +373,7 @@ class MlflowTracking(Callback):
 
     @_tolerant
     def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info) -> None:
+        self.ends.started(trial)
         run_id = self._run(trial)
         self.record.reopen(run_id)
 
@@ -386,13 +389,12 @@ class MlflowTracking(Callback):
     @_tolerant
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info) -> None:
         run_id = self._run(trial)
-        self.record.end_trial(run_id, TrialOutcome.ended(trial.last_result or {}, self.max_epochs,
-                                                         self.rungs))
+        self.record.end_trial(run_id, self.ends.completed(trial))
 
     @_tolerant
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info) -> None:
         run_id = self._run(trial)
-        self.record.end_trial(run_id, TrialOutcome.errored(trial))
+        self.record.end_trial(run_id, self.ends.errored(trial))
 
     def on_experiment_end(self, trials: list, **info) -> None:
         self.unfinished = [t.trial_id for t in trials

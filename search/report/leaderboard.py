@@ -25,7 +25,7 @@ from search.door.domains import domain_choices, is_log, value_set
 from search.door.spec import SearchSpec
 from search.errors import SpecError
 from search.place import experiment_folder
-from search.record.outcome import TrialOutcome, outcome_kind
+from search.record.outcome import outcome_kind, outcome_of
 from search.record.tracking import SearchRecord
 from search.scheduling.pareto import front_table, pareto_rows, rung_objectives, spec_objectives, write_front
 from trainables.metrics import EPOCH, finite, finite_float
@@ -286,7 +286,7 @@ def trial_description(spec: SearchSpec, trial: Trial, history: list[dict],
     """How a trial ended and why, in a sentence or two of Markdown (`TrialOutcome.description`,
     with why ASHA stopped it at its rung from `cuts`, those of `rung_cuts`)."""
     last = history[-1] if history else {}
-    outcome = TrialOutcome.of(trial, last, spec.max_epochs, tuple(cuts))
+    outcome = outcome_of(trial, last, spec.max_epochs, tuple(cuts))
     scored = [h for h in history if finite(h.get(spec.metric))]
     pick = max if spec.mode == "max" else min
     best = pick(scored, key=lambda h: h[spec.metric]) if scored else None

@@ -8,7 +8,7 @@ from ray.tune.experiment import Trial
 
 from search.door.spec import SearchSpec
 from search.place.experiment_folder import result_rows, trials
-from search.record.outcome import TrialOutcome
+from search.record.outcome import outcome_of
 from search.record.tracking import SearchRecord, epoch_metrics, run_name, trial_params
 from search.scheduling.promotion import spec_rungs
 from trainables.metrics import EPOCH
@@ -29,8 +29,8 @@ def sync_trials(spec: SearchSpec, record: SearchRecord, finished: bool) -> int:
             record.log_epoch(run_id, int(row[EPOCH]), epoch_metrics(row),
                              int(row.get("timestamp", 0) * 1000))
         if trial.status in (Trial.TERMINATED, Trial.ERROR) or not finished:
-            record.end_trial(run_id, TrialOutcome.of(trial, rows[-1] if rows else {},
-                                                     spec.max_epochs, spec_rungs(spec)))
+            record.end_trial(run_id, outcome_of(trial, rows[-1] if rows else {},
+                                                spec.max_epochs, spec_rungs(spec)))
     # A trial started just before the driver was killed, but never saved in Ray's experiment
     # state, is not a trial of the search: Ray starts a new one in its place.
     record.delete_children_except({t.trial_id for t in saved})

@@ -190,3 +190,27 @@ def test_the_console_tells_an_error_as_the_outcome_does():
     console.on_trial_error(0, [trial], trial)
     assert stream.getvalue().rstrip().endswith(
         "t03 ended: " + TrialOutcome.errored(trial).console_text(METRIC))
+
+
+def test_an_outcome_is_built_once_for_the_console_and_the_record_and_kept_for_the_report(tmp_path):
+    from search.console import SearchConsole
+    from search.record.outcome import OUTCOME_FILE, TrialEnds, outcome_of
+    from search.record.tracking import MlflowTracking
+
+    trial = _trial(last=_epoch(2))
+    trial.local_path = trial.path = str(tmp_path)
+    ends = TrialEnds(4, RUNGS)
+    tracking = MlflowTracking(None, "e", "k", "s", 4, ["lr"], RUNGS, ends=ends)
+    tracking.record = record = _Record()
+    console = SearchConsole("s", METRIC, "max", 1, 4, ["lr"], RUNGS, stream=io.StringIO(),
+                            live=False, ends=ends)
+    console.on_trial_complete(0, [trial], trial)
+    tracking.on_trial_complete(0, [trial], trial)
+    assert record.ended["run-abc_00003"] is ends.completed(trial)  # the console's, not a rebuild
+    assert (tmp_path / OUTCOME_FILE).exists()
+    # The report reads it back; Ray's status says it may (an errored trial's file would not).
+    assert outcome_of(trial, {}, 4, RUNGS) == ends.completed(trial)
+    trial.status = Trial.ERROR
+    assert outcome_of(trial, {}, 4, RUNGS).kind == "error"
+    ends.started(trial)  # it runs again: the kept outcome no longer holds
+    assert not (tmp_path / OUTCOME_FILE).exists()
