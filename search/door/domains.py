@@ -95,8 +95,8 @@ def domain_problem(h: HParam, value: Any, search: str) -> str | None:
 
 def _grid_problem(h: HParam, values: Any, search: str) -> str | None:
     if search in MODEL_SEARCHERS:
-        return (f"tune.grid_search needs settings.search = 'random'; {search} samples its values, "
-                "use tune.choice")
+        return (f"tune.grid_search needs settings.search = 'random'; {search!r} samples its "
+                "values, use tune.choice")
     if not isinstance(values, list) or not values:
         return "tune.grid_search needs a non-empty list"
     return _first(_fixed_problem(h, v, "tune.grid_search") for v in values)
@@ -116,7 +116,8 @@ def _fixed_problem(h: HParam, value: Any, where: str) -> str | None:
 
 def _sample_from_problem(h: HParam, domain: Function, search: str) -> str | None:
     if search in MODEL_SEARCHERS:
-        return f"tune.sample_from cannot be searched by {search}; use tune.choice or a range"
+        return (f"tune.sample_from cannot be searched by settings.search = {search!r}; use "
+                "tune.choice or a range")
     for _ in range(SAMPLE_FROM_CALLS):
         try:
             value = domain.sample(config={})

@@ -238,8 +238,9 @@ def test_the_door_takes_it_and_the_tuner_pairs_it_with_promotion_asha():
 
 @pytest.mark.parametrize("domain,fragment", [
     ({"grid_search": [0.01, 0.1]}, "tune.grid_search needs settings.search = 'random'; "
-                                   "multifidelity samples its values"),
-    (tune.sample_from(lambda _: 0.01), "tune.sample_from cannot be searched by multifidelity"),
+                                   "'multifidelity' samples its values"),
+    (tune.sample_from(lambda _: 0.01), "tune.sample_from cannot be searched by settings.search "
+                                       "= 'multifidelity'"),
 ], ids=["grid", "sample_from"])
 def test_the_door_refuses_what_it_cannot_sample_in_one_line(domain, fragment):
     with pytest.raises(SpecError) as refused:
