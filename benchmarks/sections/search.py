@@ -15,6 +15,7 @@ It also times tune-run's own work per decision at 100, 1,000 and 5,000 trials (p
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import math
 import time
@@ -146,12 +147,24 @@ def run_search(ctx: Context) -> dict:
            "workers": list(sizes.workers), "methods": [m.name for m in methods],
            "skipped": skipped, "default_searcher": default_search(),
            "default_method": default_method(), "reference": reference, "costs": costs,
+           "searcher_source": _source_digest("search.scheduling.multifidelity"),
            **summary, "replays": replays}
     plot = ctx.options.get("out")
     if plot:
         out["plot"] = _plot(out, Path(plot) / ("RESULTS-search-quick.png" if ctx.quick
                                                else "RESULTS-search.png"))
     return out
+
+
+def _source_digest(module: str) -> str | None:
+    """The first 12 hex digits of a module's source's SHA-256: which version of it was measured."""
+    import hashlib
+
+    try:
+        path = importlib.util.find_spec(module).origin
+    except (ImportError, AttributeError):
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
 
 def _replay_once(method, problem, budget: int) -> dict:

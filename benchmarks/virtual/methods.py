@@ -466,3 +466,48 @@ def default_method() -> str:
     """The method that replays tune-run's default searcher with promotion ASHA."""
     search = default_search()
     return next(m.name for m in METHODS if m.search == search)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Promotion ASHA alone, its trials arriving in a given order (section `searches`).
+
+
+class PromotionInOrder:
+    """Promotion ASHA's decisions (the scheduler's own `PromotionRules`) over trials that arrive
+    in a fixed `order`, with no searcher: a FIFO search's measured curves replayed."""
+
+    def __init__(self, order: list[int], milestones: list[int], reduction_factor: float,
+                 max_epochs: int):
+        from search.scheduling.promotion import PromotionRules, Rungs
+
+        self.rules = PromotionRules(Rungs(milestones, reduction_factor, "max"))
+        self.queue, self.max_epochs = [str(i) for i in order], max_epochs
+        self.waiting: set[str] = set()
+        self.running: set[str] = set()
+
+    def next_work(self) -> Work | None:
+        while True:
+            job = self.rules.free_worker(self.waiting, self._next_new, idle=not self.running,
+                                         finished=lambda: not self.queue)
+            if job.kind == "end":  # the trials still paused end at their rung
+                self.waiting -= set(job.trial_ids)
+                continue
+            if job.kind == "idle":
+                return None
+            self.waiting.discard(job.trial_ids[0])
+            self.running.add(job.trial_ids[0])
+            return Work(job.trial_ids[0], {"index": int(job.trial_ids[0])})
+
+    def _next_new(self) -> str | None:
+        return self.queue.pop(0) if self.queue else None
+
+    def on_epoch(self, key: str, epoch: int, value: float) -> bool:
+        if epoch >= self.max_epochs:
+            self.running.discard(key)
+            return False
+        if epoch not in self.rules.rungs.milestones or self.rules.at_rung(key, epoch, value, (),
+                                                                           self.waiting):
+            return True
+        self.running.discard(key)
+        self.waiting.add(key)
+        return False
