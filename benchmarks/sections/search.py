@@ -121,6 +121,7 @@ def run_search(ctx: Context) -> dict:
                        workers, seed, surrogate.mode, lambda c: surrogate.curve(task, c))
 
     methods, skipped = available_methods(problem(tasks[0], 1, 0))
+    searcher_source = _source_digest("search.scheduling.multifidelity")  # as imported, not later
     seeds = list(range(sizes.first_seed, sizes.first_seed + sizes.seeds))
     kept = _kept_replays(ctx, surrogate, budget)
     replays = []
@@ -147,7 +148,7 @@ def run_search(ctx: Context) -> dict:
            "workers": list(sizes.workers), "methods": [m.name for m in methods],
            "skipped": skipped, "default_searcher": default_search(),
            "default_method": default_method(), "reference": reference, "costs": costs,
-           "searcher_source": _source_digest("search.scheduling.multifidelity"),
+           "searcher_source": searcher_source,
            **summary, "replays": replays}
     plot = ctx.options.get("out")
     if plot:
