@@ -136,6 +136,7 @@ def run_search(ctx: Context) -> dict:
                                       "seed": seed}
                         _keep(ctx, surrogate, budget, kept[key])
                     replays.append(kept[key])
+                surrogate.forget()  # the curves of one seed's methods: bounded memory
                 print(f"  task {task}, {workers} workers: {len(seeds)} seeds done", flush=True)
     reference = {task: _reference(surrogate, task, space) for task in tasks}
     summary = summarise(replays, reference, surrogate.mode)
@@ -169,20 +170,15 @@ def _source_digest(module: str) -> str | None:
 
 
 def _replay_once(method, problem, budget: int) -> dict:
-    from benchmarks.virtual.replay import replay
+    from benchmarks.virtual.replay import best_after, replay
 
     began = time.perf_counter()
     run = replay(method.build(problem), problem.curve_of, problem.workers, budget,
                  1.0 if problem.mode == "max" else -1.0)
-    curve = [_best_after(run.best, budget, share) for share in _curve_shares()]
+    curve = [best_after(run, budget, share) for share in _curve_shares()]
     return {"curve": curve, "lowest": run.lowest, "highest": run.highest,
             "epochs": len(run.best), "trials": run.trials, "virtual_hours": run.seconds / 3600,
             "wall_s": time.perf_counter() - began}
-
-
-def _best_after(best: list[float], budget: int, share: float) -> float | None:
-    n = max(1, int(round(share * budget)))
-    return best[min(n, len(best)) - 1] if best else None
 
 
 def _replay_key(method: str, task: str, workers: int, seed: int) -> str:

@@ -378,11 +378,11 @@ class DEHBAskTell:
         from dehb import DEHB
 
         self.sign = 1.0 if problem.mode == "max" else -1.0
-        self.folder = tempfile.mkdtemp(prefix="dehb-")
+        self.folder = tempfile.TemporaryDirectory(prefix="dehb-")  # its log; removed with it
         self.dehb = DEHB(cs=configuration_space(problem.hyperparameters, problem.seed),
                          min_fidelity=problem.min_epochs, max_fidelity=problem.max_epochs,
                          eta=problem.reduction_factor, n_workers=1, seed=problem.seed,
-                         output_path=self.folder, log_level="ERROR", save_freq=None)
+                         output_path=self.folder.name, log_level="ERROR", save_freq=None)
 
     def ask(self) -> Ask:
         job = self.dehb.ask()
@@ -407,11 +407,11 @@ class SMACHyperband:
         from smac.intensifier.hyperband import Hyperband
 
         self.sign = 1.0 if problem.mode == "max" else -1.0
-        self.folder = tempfile.mkdtemp(prefix="smac-")
+        self.folder = tempfile.TemporaryDirectory(prefix="smac-")  # its run history; removed with it
         scenario = Scenario(configuration_space(problem.hyperparameters, problem.seed),
                             deterministic=True, n_trials=NUM_SAMPLES, seed=problem.seed,
                             min_budget=problem.min_epochs, max_budget=problem.max_epochs,
-                            output_directory=Path(self.folder))
+                            output_directory=Path(self.folder.name))
         intensifier = Hyperband(scenario, eta=int(problem.reduction_factor), seed=problem.seed)
         self.smac = MultiFidelityFacade(scenario, _never_train, intensifier=intensifier,
                                         overwrite=True, logging_level=40)

@@ -104,10 +104,8 @@ def replay(policy: Policy, curve_of: Callable[[dict[str, Any]], Curve], workers:
     return run
 
 
-def best_at(run: Run, budget: int, share: float, sign: float = 1.0) -> float:
+def best_after(run: Run, budget: int, share: float) -> float | None:
     """The best value after `share` of the `budget` epochs (the last one seen if the run ended
-    sooner, as a search with nothing left to train keeps its best)."""
+    sooner, as a search with nothing left to train keeps its best; None if nothing arrived)."""
     n = max(1, int(round(share * budget)))
-    if not run.best:
-        return -sign * math.inf
-    return run.best[min(n, len(run.best)) - 1]
+    return run.best[min(n, len(run.best)) - 1] if run.best else None

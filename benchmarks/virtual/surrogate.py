@@ -77,6 +77,10 @@ class Surrogate:
             self._cache[key] = self.curves(instance, [config])[0]
         return self._cache[key]
 
+    def forget(self) -> None:
+        """Drops the curves kept so far (a long benchmark asks for millions)."""
+        self._cache.clear()
+
     @cached_property
     def _searched_names(self) -> list[str]:
         return [h["name"] for h in self.searched]
