@@ -257,12 +257,16 @@ def summarise(replays: list[dict], reference: dict, mode: str) -> dict:
         by_cell.setdefault((method, workers, share, norm), []).append(mean(values))
     rows = [{"method": m, "workers": k, "share": s, "normalisation": n, "mean": mean(v),
              "se": stdev(v) / math.sqrt(len(v)) if len(v) > 1 else None, "tasks": len(v)}
-            for (m, k, s, n), v in sorted(by_cell.items())]
+            for (m, k, s, n), v in sorted(by_cell.items()) if s in SHARES]
     task_rows = [{"method": m, "workers": k, "share": s, "normalisation": n, "task": t,
                   "mean": mean(v), "seeds": len(v)}
                  for (m, k, s, n, t), v in sorted(per_task.items()) if s in SHARES]
+    curves = {}  # "method|workers": the mean pooled regret at each 1 % of the budget
+    for (m, k, s, n), v in sorted(by_cell.items()):
+        if n == "pooled" and s in {round(x, 2) for x in _curve_shares()}:
+            curves.setdefault(f"{m}|{k}", []).append(mean(v))
     return {"pooled": {t: {"best": b, "worst": w} for t, (b, w) in pooled.items()},
-            "rows": rows, "task_rows": task_rows}
+            "rows": rows, "task_rows": task_rows, "curves": curves}
 
 
 def _curve_shares() -> list[float]:
@@ -294,15 +298,13 @@ def _plot(r: dict, path: Path) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    shares = _curve_shares()
+    xs = [100 * s for s in _curve_shares()]
     fig, axes = plt.subplots(1, len(r["workers"]), figsize=(6 * len(r["workers"]), 4.5),
                              squeeze=False)
     for ax, workers in zip(axes[0], r["workers"]):
         for method in r["methods"]:
-            cells = {row["share"]: row for row in r["rows"] if row["method"] == method
-                     and row["workers"] == workers and row["normalisation"] == "pooled"}
-            ys = [cells[round(s, 2)]["mean"] for s in shares if round(s, 2) in cells]
-            ax.plot([100 * s for s in shares][:len(ys)], ys, label=method,
+            ys = r["curves"].get(f"{method}|{workers}", [])
+            ax.plot(xs[:len(ys)], ys, label=method,
                     linewidth=2.5 if method == r["default_method"] else 1.2)
         ax.set_yscale("log")
         ax.set_xlabel(f"% of the budget ({r['budget_epochs']:,} epochs)")
