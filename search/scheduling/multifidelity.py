@@ -31,7 +31,7 @@ import numpy as np
 from ray.tune.search import Searcher
 from ray.tune.search.sample import Categorical, Domain, Float, Integer, Normal, Quantized
 
-from search.door.domains import is_log, value_set
+from search.door.domains import is_grid, is_log, value_set
 from search.scheduling.pareto import Objective
 from trainables.metrics import EPOCH
 
@@ -129,6 +129,8 @@ class MultiFidelitySearcher(Searcher):
         self.lower_rung_weight = LOWER_RUNG_WEIGHT
         self.min_bandwidth = MIN_BANDWIDTH
         self.spread = SAMPLING_SPREAD
+        self.censored = False
+        self.min_good = 2
         self.rng = np.random.default_rng(seed)
         self.dims: list[_Dimension] = []
         self.points: dict[str, list[float]] = {}  # trial -> unit coordinates
@@ -181,11 +183,11 @@ class MultiFidelitySearcher(Searcher):
     # --- observations -----------------------------------------------------------------------------
 
     def _take_space(self, space: dict[str, Any]) -> None:
-        for name, value in space.items():
-            if isinstance(value, dict) or (isinstance(value, Domain)
-                                           and not isinstance(value, (Float, Integer, Categorical))):
+        for name, value in space.items():  # the door refused these already; a caller may not
+            if is_grid(value) or (isinstance(value, Domain)
+                                  and not isinstance(value, (Float, Integer, Categorical))):
                 raise ValueError(f"space.{name}: MultiFidelitySearcher searches ranges and choices "
-                                 "only (no grid_search, sample_from or nested dict)")
+                                 "only (no grid_search or sample_from)")
         self.dims = [_Dimension(n, v) for n, v in space.items() if isinstance(v, Domain)]
 
     def _record(self, trial_id: str, result: dict) -> None:
@@ -260,13 +262,21 @@ class MultiFidelitySearcher(Searcher):
         rest, as unit points (each side thinned to KERNEL_POINTS)."""
         results = list(self.results[fidelity].items())[-MAX_POINTS_PER_RUNG:]
         order = _best_first([v for _, v in results])
-        n_good = max(2, int(math.ceil(self.gamma * len(order))))
+        n_good = max(self.min_good, int(math.ceil(self.gamma * len(order))))
 
         def points(ranked: list[int]) -> np.ndarray:
             return np.array([self.points[results[i][0]] for i in _thinned(ranked)],
                             dtype=float).reshape(-1, len(self.dims))
 
-        return points(order[:n_good]), points(order[n_good:])
+        good, bad = points(order[:n_good]), points(order[n_good:])
+        if self.censored:
+            reached = self.results[fidelity]
+            lower = [b for b in self.fidelities if b < fidelity]
+            below = [t for b in lower[-1:] for t in self.results[b] if t not in reached]
+            if below:
+                extra = np.array([self.points[t] for t in _thinned(below)], dtype=float)
+                bad = np.concatenate([bad, extra.reshape(-1, len(self.dims))])
+        return good, bad
 
     def _is_choice(self) -> np.ndarray:
         return np.array([d.categories is not None for d in self.dims])

@@ -78,7 +78,9 @@ def _drive(searcher: MultiFidelitySearcher, trials: int, seed: int) -> float:
 
 
 def _quadratic_searcher(seed: int, **kwargs) -> MultiFidelitySearcher:
-    space = {"x": tune.uniform(0.0, 1.0), "y": tune.uniform(0.0, 1.0), "fixed": 3}
+    # Fixed values, a dict among them (tune-run's test hook _fault is one), are not searched.
+    space = {"x": tune.uniform(0.0, 1.0), "y": tune.uniform(0.0, 1.0), "fixed": 3,
+             "_fault": {"kind": "slow", "seconds": 0.7}}
     return MultiFidelitySearcher(SCORE, (*MILESTONES, MAX_EPOCHS), seed=seed, space=space, **kwargs)
 
 
