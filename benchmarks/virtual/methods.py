@@ -20,6 +20,7 @@ next job of the oldest bracket with one ready, else opens the next bracket (as h
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -406,6 +407,9 @@ class SMACHyperband:
         from smac import MultiFidelityFacade, Scenario
         from smac.intensifier.hyperband import Hyperband
 
+        # SMAC's forest builds its trees on every core (joblib, n_jobs=-1): the replays run one
+        # process per core, so it gets one.
+        os.environ.setdefault("LOKY_MAX_CPU_COUNT", "1")
         self.sign = 1.0 if problem.mode == "max" else -1.0
         self.folder = tempfile.TemporaryDirectory(prefix="smac-")  # its run history; removed with it
         scenario = Scenario(configuration_space(problem.hyperparameters, problem.seed),
