@@ -1,17 +1,23 @@
 """A model-based multi-fidelity searcher: TPE fit on promotion ASHA's rungs, as they fill.
 
 BOHB (Falkner, Klein, Hutter, ICML 2018) fits a TPE-style pair of densities (the good and the bad
-configurations) on the highest budget that has enough results and samples where good / bad is
-largest, with a third of its trials drawn at random. This searcher takes that idea and changes
-what the LCBench surrogate showed to matter (numbers in the README's section on `search`):
+configurations) on the highest budget that has enough results, samples candidates from the good
+density and takes the one where good / bad is largest, with a third of its trials drawn at random.
+This searcher does the same on promotion ASHA's asynchronous rungs instead of Hyperband's brackets,
+and differs where the LCBench surrogate showed it to matter (numbers in the README, `search`):
 
-- it learns from every rung as the results arrive (`on_trial_result` at each rung epoch), not only
-  from finished trials: with promotion ASHA most trials end at the first rung, and a model that
-  waits for full runs waits for most of the budget;
-- the lower rungs are pooled into the model by rank: each rung splits its own trials into its best
-  `gamma` and the rest, and the densities are mixtures over the rungs weighted towards the highest
-  rung with enough results (a rung's values are never compared with another rung's);
-- a small random share keeps every region reachable (the model alone can lock onto a basin).
+- it learns from each rung as results arrive (`on_trial_result` at each rung epoch), not only from
+  finished trials: with promotion ASHA most trials end at the first rung, and a model that waits for
+  full runs (tune-run's `optuna`) waits for most of the budget;
+- it never models the first rung when there are others: one epoch can rank trials nearly at random
+  (LCBench task 167168: a rank correlation of 0.16 between epochs 1 and 52; 0.87 for epoch 3). Until
+  a higher rung holds d + 2 results (d: the searched dimensions), suggestions are random;
+- each density holds the uniform prior as one more point (as Optuna's TPE does), kernels are at
+  least MIN_BANDWIDTH wide, and candidates reflect at the cube's faces: with BOHB's narrow kernels
+  the good density collapsed onto a few points of the first rung.
+Measured and left out: pooling the lower rungs into the densities (weighted by how well each rung's
+ranking agrees with the top one's) and counting trials stopped below the top rung as bad both did
+worse at the full budget.
 
 Values live in the unit cube: a float or integer range maps linearly (or on a log scale for log
 domains), a choice maps to its index. Several objectives rank a rung's trials by how many others
@@ -35,14 +41,10 @@ from search.door.domains import is_grid, is_log, value_set
 from search.scheduling.pareto import Objective
 from trainables.metrics import EPOCH
 
-# Each rung below the modelled one weighs this much less (per rung) in the densities.
-LOWER_RUNG_WEIGHT = 1.0
 # The narrowest kernel, in the unit cube: below it, the good points' basin collapses to a point.
 MIN_BANDWIDTH = 0.05
 # Points each density keeps (evenly spaced in rank): what a suggestion costs in a big search.
 KERNEL_POINTS = 200
-# Trials of the top rung (the latest) that measure a lower rung's agreement with it.
-AGREEMENT_TRIALS = 300
 # Candidates are drawn from kernels this much wider than the density's (BOHB's bandwidth_factor):
 # the model then picks among points beyond the good ones, not only on top of them.
 SAMPLING_SPREAD = 3.0
@@ -120,17 +122,12 @@ class MultiFidelitySearcher(Searcher):
     """
 
     def __init__(self, objectives: list[Objective], fidelities: tuple[int, ...], seed: int = 0,
-                 gamma: float = 0.15, random_fraction: float = 0.2, candidates: int = 64,
+                 gamma: float = 0.15, random_fraction: float = 1 / 3, candidates: int = 64,
                  space: dict[str, Any] | None = None):
         super().__init__(metric=objectives[0].metric, mode=objectives[0].mode)
         self.objectives = list(objectives)
         self.fidelities = tuple(sorted(set(fidelities)))
         self.gamma, self.random_fraction, self.candidates = gamma, random_fraction, candidates
-        self.lower_rung_weight = LOWER_RUNG_WEIGHT
-        self.min_bandwidth = MIN_BANDWIDTH
-        self.spread = SAMPLING_SPREAD
-        self.censored = False
-        self.min_good = 2
         self.rng = np.random.default_rng(seed)
         self.dims: list[_Dimension] = []
         self.points: dict[str, list[float]] = {}  # trial -> unit coordinates
@@ -216,67 +213,35 @@ class MultiFidelitySearcher(Searcher):
     # --- the model --------------------------------------------------------------------------------
 
     def _next_point(self) -> list[float]:
-        layers = [] if self.rng.random() < self.random_fraction else self._model_layers()
-        if not layers:
+        model = None if self.rng.random() < self.random_fraction else self._model()
+        if model is None:
             return self._uniform(1)[0].tolist()
-        good = [(w, g) for w, g, _ in layers]
-        bad = [(w, b) for w, _, b in layers]
+        good, bad = model
         candidates = self._sample_near(good, self.candidates)
         score = self._log_density(candidates, good) - self._log_density(candidates, bad)
         return candidates[int(np.argmax(score))].tolist()
 
-    def _model_layers(self) -> list[tuple[float, np.ndarray, np.ndarray]]:
-        """(weight, good points, bad points) of each rung the model uses. The top one is the
-        highest rung with at least d + 2 results, above the first rung where there are several:
-        a first rung (one epoch, say) can rank trials nearly at random (LCBench: a rank
-        correlation of 0.16 with the last epoch on task 167168). A lower rung weighs as much as
-        its ranking agrees with the top rung's on the trials that reached both (Kendall's tau,
-        none below 0), times `lower_rung_weight` per rung down."""
+    def _model(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The good and the bad points of the highest rung with at least d + 2 results, unless
+        that is the first of several rungs (see the module's docstring); None: none yet."""
         enough = len(self.dims) + 2
         usable = [b for b in self.fidelities if len(self.results[b]) >= enough]
         if not usable or (usable[-1] == self.fidelities[0] and len(self.fidelities) > 1):
-            return []
-        top = usable[-1]
-        layers = [(1.0, *self._split(top))]
-        for depth, b in enumerate(reversed(usable[:-1]), start=1):
-            weight = self.lower_rung_weight ** depth * self._agreement(b, top)
-            if weight > 0:
-                layers.append((weight, *self._split(b)))
-        return layers
-
-    def _agreement(self, lower: int, top: int) -> float:
-        """Kendall's tau between two rungs' first objective on the (latest) trials at both, at
-        least 0; 0 with fewer than 5 such trials."""
-        both = [t for t in list(self.results[top])[-AGREEMENT_TRIALS:] if t in self.results[lower]]
-        if len(both) < 5:
-            return 0.0
-        a = np.array([self.results[lower][t][0] for t in both])
-        b = np.array([self.results[top][t][0] for t in both])
-        a, b = np.nan_to_num(a, neginf=-1e300), np.nan_to_num(b, neginf=-1e300)
-        concordant = np.sign(a[:, None] - a[None, :]) * np.sign(b[:, None] - b[None, :])
-        pairs = len(both) * (len(both) - 1)
-        return max(0.0, float(concordant.sum()) / pairs)
+            return None
+        return self._split(usable[-1])
 
     def _split(self, fidelity: int) -> tuple[np.ndarray, np.ndarray]:
         """The rung's trials (the latest MAX_POINTS_PER_RUNG) split into its best `gamma` and the
         rest, as unit points (each side thinned to KERNEL_POINTS)."""
         results = list(self.results[fidelity].items())[-MAX_POINTS_PER_RUNG:]
         order = _best_first([v for _, v in results])
-        n_good = max(self.min_good, int(math.ceil(self.gamma * len(order))))
+        n_good = max(2, int(math.ceil(self.gamma * len(order))))
 
         def points(ranked: list[int]) -> np.ndarray:
             return np.array([self.points[results[i][0]] for i in _thinned(ranked)],
                             dtype=float).reshape(-1, len(self.dims))
 
-        good, bad = points(order[:n_good]), points(order[n_good:])
-        if self.censored:
-            reached = self.results[fidelity]
-            lower = [b for b in self.fidelities if b < fidelity]
-            below = [t for b in lower[-1:] for t in self.results[b] if t not in reached]
-            if below:
-                extra = np.array([self.points[t] for t in _thinned(below)], dtype=float)
-                bad = np.concatenate([bad, extra.reshape(-1, len(self.dims))])
-        return good, bad
+        return points(order[:n_good]), points(order[n_good:])
 
     def _is_choice(self) -> np.ndarray:
         return np.array([d.categories is not None for d in self.dims])
@@ -294,50 +259,36 @@ class MultiFidelitySearcher(Searcher):
         for choices the probability of moving to another value."""
         n, d = points.shape
         spread = points.std(axis=0) if n > 1 else np.full(d, 0.3)
-        bw = np.clip(spread * n ** (-1.0 / (d + 4)), self.min_bandwidth, 0.5)
+        bw = np.clip(spread * n ** (-1.0 / (d + 4)), MIN_BANDWIDTH, 0.5)
         return np.where(self._is_choice(), np.clip(bw, 0.05, 0.5), bw)
 
-    def _sample_near(self, mixture: list[tuple[float, np.ndarray]], n: int) -> np.ndarray:
-        """n candidates from the good density: a good point, perturbed by its kernel."""
-        weights = np.array([w for w, _ in mixture])
-        layer = self.rng.choice(len(mixture), size=n, p=weights / weights.sum())
-        out = np.empty((n, len(self.dims)))
-        choice, sizes = self._is_choice(), self._sizes()
-        for k, (_, points) in enumerate(mixture):
-            rows = np.flatnonzero(layer == k)
-            if not len(rows):
-                continue
-            bw = self._bandwidths(points)
-            base = points[self.rng.integers(len(points), size=len(rows))]
-            moved = base + self.rng.normal(size=base.shape) * bw * self.spread
-            moved = np.abs(moved)  # reflected at 0 and 1: stays in the cube
-            moved = np.where(moved > 1, 2 - moved, moved).clip(0, 1)
-            switch = self.rng.random(base.shape) < bw
-            other = np.floor(self.rng.random(base.shape) * np.maximum(sizes, 1))
-            out[rows] = np.where(choice, np.where(switch, other, base), moved)
-        return out
+    def _sample_near(self, good: np.ndarray, n: int) -> np.ndarray:
+        """n candidates from the good density: a good point, moved by its kernel made
+        SAMPLING_SPREAD times wider (a choice: switched to another value with its probability)."""
+        bw = self._bandwidths(good)
+        base = good[self.rng.integers(len(good), size=n)]
+        moved = base + self.rng.normal(size=base.shape) * bw * SAMPLING_SPREAD
+        moved = np.abs(moved)  # reflected at 0 and 1: stays in the cube
+        moved = np.where(moved > 1, 2 - moved, moved).clip(0, 1)
+        switch = self.rng.random(base.shape) < bw
+        sizes = self._sizes()
+        other = np.floor(self.rng.random(base.shape) * np.maximum(sizes, 1))
+        return np.where(self._is_choice(), np.where(switch, other, base), moved)
 
-    def _log_density(self, x: np.ndarray, mixture: list[tuple[float, np.ndarray]]) -> np.ndarray:
-        """log of the weighted mixture, over rungs, of product-kernel densities at points x; each
-        rung's density holds the uniform prior as one more point (Optuna's TPE does the same), so
-        a few close points never make a region look certain."""
+    def _log_density(self, x: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """log of the product-kernel density of `points` at x, the uniform prior counted as one
+        more point (Optuna's TPE does the same), so a few close points never make a region look
+        certain."""
         choice, sizes = self._is_choice(), np.maximum(self._sizes(), 2)
-        prior = -np.where(choice, np.log(sizes), 0.0).sum()  # log of the uniform density
-        total = sum(w for w, _ in mixture)
-        parts = []
-        for weight, points in mixture:
-            if weight <= 0:
-                continue
-            per_point = np.full((len(x), 1), prior)
-            if len(points):
-                bw = self._bandwidths(points)
-                diff = x[:, None, :] - points[None, :, :]  # (candidates, points, dims)
-                gauss = -0.5 * (diff / bw) ** 2 - np.log(bw * math.sqrt(2 * math.pi))
-                cat = np.where(diff == 0, np.log1p(-bw), np.log(bw / (sizes - 1)))
-                per_point = np.concatenate([np.where(choice, cat, gauss).sum(axis=2), per_point],
-                                           axis=1)
-            parts.append(math.log(weight / total) + _logmeanexp(per_point, axis=1))
-        return np.logaddexp.reduce(np.stack(parts), axis=0)
+        prior = np.full((len(x), 1), -np.where(choice, np.log(sizes), 0.0).sum())
+        if not len(points):
+            return prior[:, 0]
+        bw = self._bandwidths(points)
+        diff = x[:, None, :] - points[None, :, :]  # (candidates, points, dims)
+        gauss = -0.5 * (diff / bw) ** 2 - np.log(bw * math.sqrt(2 * math.pi))
+        cat = np.where(diff == 0, np.log1p(-bw), np.log(bw / (sizes - 1)))
+        per_point = np.concatenate([np.where(choice, cat, gauss).sum(axis=2), prior], axis=1)
+        return _logmeanexp(per_point, axis=1)
 
 
 def _best_first(values: list[tuple[float, ...]]) -> list[int]:

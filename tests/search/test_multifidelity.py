@@ -21,16 +21,16 @@ from search.scheduling.promotion import PausedTrialsWait, Rungs
 from trainables.metrics import EPOCH
 
 SCORE = [Objective("score", "max")]
-OPTIMUM = (0.7, 0.3)
+OPTIMUM = {"x1": 0.7, "x2": 0.3, "x3": 0.5, "x4": 0.2}
 MILESTONES, MAX_EPOCHS = (1, 3), 9
 
 
 def _score(config: dict, epoch: int, rng: np.random.Generator) -> float:
-    """A 2-D quadratic whose optimum moves and whose noise shrinks as the epochs grow: a low
+    """A 4-D quadratic whose optimum moves and whose noise shrinks as the epochs grow: a low
     rung ranks trials roughly, the last epoch well."""
-    x, y = config["x"], config["y"]
-    shift = 0.15 * (1 / epoch - 1 / MAX_EPOCHS)
-    return -((x - OPTIMUM[0] + shift) ** 2 + (y - OPTIMUM[1]) ** 2) + rng.normal() * 0.02 / epoch
+    shift = 0.15 * (1 / epoch - 1 / MAX_EPOCHS)  # along x1; none at the last epoch
+    distance = sum((config[k] - o) ** 2 for k, o in OPTIMUM.items())
+    return -(distance + 2 * shift * (config["x1"] - OPTIMUM["x1"])) + rng.normal() * 0.02 / epoch
 
 
 def _drive(searcher: MultiFidelitySearcher, trials: int, seed: int) -> float:
@@ -74,18 +74,18 @@ def _drive(searcher: MultiFidelitySearcher, trials: int, seed: int) -> float:
         else:
             break
     best = configs[max(finished, key=finished.get)]
-    return math.dist((best["x"], best["y"]), OPTIMUM)
+    return math.dist([best[k] for k in OPTIMUM], list(OPTIMUM.values()))
 
 
 def _quadratic_searcher(seed: int, **kwargs) -> MultiFidelitySearcher:
     # Fixed values, a dict among them (tune-run's test hook _fault is one), are not searched.
-    space = {"x": tune.uniform(0.0, 1.0), "y": tune.uniform(0.0, 1.0), "fixed": 3,
-             "_fault": {"kind": "slow", "seconds": 0.7}}
+    space = {k: tune.uniform(0.0, 1.0) for k in OPTIMUM} | {
+        "fixed": 3, "_fault": {"kind": "slow", "seconds": 0.7}}
     return MultiFidelitySearcher(SCORE, (*MILESTONES, MAX_EPOCHS), seed=seed, space=space, **kwargs)
 
 
 def test_it_ends_much_closer_to_a_known_optimum_than_random_search():
-    seeds = range(6)
+    seeds = range(6)  # over 8 seeds: 0.29 of random's distance at 120 trials
     model = [_drive(_quadratic_searcher(s), 120, s) for s in seeds]
     random = [_drive(_quadratic_searcher(s, random_fraction=1.0), 120, s) for s in seeds]
     assert np.mean(model) < 0.5 * np.mean(random), (model, random)
@@ -175,9 +175,9 @@ def test_its_saved_state_gives_the_same_next_suggestions(tmp_path):
 def test_a_trial_it_never_suggested_is_learnt_from_its_result():
     # A state saved before the driver was killed can be older than the trials Ray restores.
     searcher = _quadratic_searcher(0)
-    searcher.on_trial_result("old", {EPOCH: 1, "score": -0.1, "config/x": 0.25, "config/y": 0.5,
-                                     "config/fixed": 3})
-    assert searcher.points["old"] == pytest.approx([0.25, 0.5])
+    config = {f"config/{k}": 0.25 for k in OPTIMUM} | {"config/fixed": 3}
+    searcher.on_trial_result("old", {EPOCH: 1, "score": -0.1, **config})
+    assert searcher.points["old"] == pytest.approx([0.25] * 4)
     assert searcher.results[1]["old"] == (-0.1,)
     searcher.on_trial_result("stranger", {EPOCH: 1, "score": -0.1})  # no configuration: ignored
     assert "stranger" not in searcher.results[1]
