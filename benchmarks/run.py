@@ -4,7 +4,8 @@
     .venv/bin/python -m benchmarks.run --data-dir /work/shared/datasets/cifar10 [--sections a,b] [--quick]
 
 Each section (benchmarks/sections/) writes into its results file here: RESULTS.md (the CPU suite),
-RESULTS-pruning.md, RESULTS-cluster-data.md, RESULTS-resume-chaos.md, RESULTS-gpu.md; beside each,
+RESULTS-pruning.md, RESULTS-cluster-data.md, RESULTS-resume-chaos.md, RESULTS-gpu.md,
+RESULTS-search.md; beside each,
 its raw numbers as JSON. Every results file has one header, one table of the targets of its sections
 (each met or not) and a part per section, rendered by benchmarks/harness.py. Without --sections the
 default sections run (`--list` marks them). --quick shrinks every section to seconds to check that
@@ -51,6 +52,13 @@ def parser() -> argparse.ArgumentParser:
                    "(default: the code before round 3's start-up work)")
     p.add_argument("--allow-cpu", action="store_true", help="section gpu: run on the CPU when there "
                    "is no GPU")
+    p.add_argument("--surrogate", type=Path, help="section search: a surrogate's folder (model.onnx, "
+                   "config_space.json, encoding.json, scenario.json; default the shared LCBench)")
+    p.add_argument("--tasks", help="section search: comma-separated instances (default: all)")
+    p.add_argument("--seeds", type=int, help="section search: seeds per task (default 10)")
+    p.add_argument("--first-seed", type=int, help="section search: the first seed (default 0)")
+    p.add_argument("--workers", help="section search: comma-separated numbers of workers "
+                   "(default 1,4)")
     return p
 
 
@@ -98,7 +106,9 @@ def run_file(results: str, sections: list[Section], args, argv: list[str]) -> tu
     metadata (None when every one was skipped), and the sections that failed."""
     raw = run_meta(["-m", "benchmarks.run", *argv], args.quick) | {"sizes": {}, "sections": []}
     failed, start = [], time.perf_counter()
-    options = {"budget_s": args.budget_s, "allow_cpu": args.allow_cpu, "base_commit": args.base_commit}
+    options = {"budget_s": args.budget_s, "allow_cpu": args.allow_cpu, "base_commit": args.base_commit,
+               "surrogate": args.surrogate, "tasks": args.tasks, "seeds": args.seeds,
+               "first_seed": args.first_seed, "workers": args.workers, "out": args.out}
     for section in sections:
         sizes = section.quick if args.quick else section.full
         work = Path(tempfile.mkdtemp(prefix=f"tune-run-bench-{section.name}-"))

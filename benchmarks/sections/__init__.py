@@ -16,6 +16,7 @@ from benchmarks.sections import (
                                  orchestration,
                                  pruning,
                                  resume_chaos,
+                                 search,
                                  searches,
                                  startup,
                                  throughput,
@@ -32,6 +33,7 @@ SECTIONS: tuple[Section, ...] = (
     *resume_chaos.SECTIONS,
     *startup.SECTIONS,
     *gpu.SECTIONS,
+    *search.SECTIONS,
 )
 BY_NAME = {s.name: s for s in SECTIONS}
 
@@ -50,4 +52,6 @@ RESULTS_FILES: dict[str, tuple[str, str]] = {
                                "RESULTS-data-memory.json"),
     "RESULTS-models.md": ("Each kind of model's trial against its bare train step (section models)",
                           "RESULTS-models.json"),
+    "RESULTS-search.md": ("Searches replayed in virtual time on learning curves (section search)",
+                          "results-search.json"),
 }

@@ -226,9 +226,10 @@ def report_searches(r: dict) -> Report:
 
 
 def _replay(fifo: dict, cfg: dict) -> dict | None:
-    """Promotion ASHA's decisions replayed on the FIFO search's curves (benchmarks/asha_replay.py);
-    None for a run without per-epoch values (results.json from before they were kept)."""
-    from benchmarks.asha_replay import replay_many
+    """Promotion ASHA's decisions replayed on the FIFO search's curves
+    (benchmarks/virtual/orders.py); None for a run without per-epoch values (results.json from
+    before they were kept)."""
+    from benchmarks.virtual.orders import replay_many
 
     if not all(len(t.get("val_acc_by_epoch", ())) == cfg["max_epochs"] for t in fifo["trials"]):
         return None
@@ -241,10 +242,10 @@ def _replay_text(replay: dict) -> str:
     return "\n".join([
         "One search gives one order of events, and with 8 trials the epochs promotion ASHA trains "
         "swing with it (an early promotion is judged among the few trials that reached the rung so "
-        f"far). `benchmarks/asha_replay.py` replays the scheduler's rules (its own `Rungs`) on the "
-        f"FIFO search's measured val_acc and seconds of every epoch, for {replay['orders']:,} "
-        "random orders in which the 8 configurations arrive (computed, not run; worker start-up "
-        "and Ray's latency left out):", "",
+        "far). `benchmarks/virtual/orders.py` replays the scheduler's rules (its own "
+        "`PromotionRules`) on the FIFO search's measured val_acc and seconds of every epoch, for "
+        f"{replay['orders']:,} random orders in which the 8 configurations arrive (computed, not "
+        "run; worker start-up and Ray's latency left out):", "",
         f"- epochs: mean {replay['mean_epochs']:.2f} ({replay['mean_share']:.1%} of FIFO's "
         f"{replay['fifo_epochs']}), median {replay['median_epochs']:g}, from "
         f"{replay['min_epochs']} to {replay['max_epochs']}; within 55 %: "

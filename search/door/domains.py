@@ -28,6 +28,9 @@ from ray.tune.search.sample import (
 
 from core.hparams import HParam
 
+# Search algorithms that sample every value from a model of their own: they cannot cross a grid
+# or call a function (settings.search, search/door/spec.py).
+MODEL_SEARCHERS = ("optuna", "multifidelity")
 SAMPLES = 200  # values drawn from each domain at the door
 SAMPLE_FROM_CALLS = 20  # calls of a sample_from function at the door
 
@@ -91,8 +94,9 @@ def domain_problem(h: HParam, value: Any, search: str) -> str | None:
 
 
 def _grid_problem(h: HParam, values: Any, search: str) -> str | None:
-    if search == "optuna":
-        return "tune.grid_search needs settings.search = 'random'; Optuna samples, use tune.choice"
+    if search in MODEL_SEARCHERS:
+        return (f"tune.grid_search needs settings.search = 'random'; {search!r} samples its "
+                "values, use tune.choice")
     if not isinstance(values, list) or not values:
         return "tune.grid_search needs a non-empty list"
     return _first(_fixed_problem(h, v, "tune.grid_search") for v in values)
@@ -111,8 +115,9 @@ def _fixed_problem(h: HParam, value: Any, where: str) -> str | None:
 
 
 def _sample_from_problem(h: HParam, domain: Function, search: str) -> str | None:
-    if search == "optuna":
-        return "tune.sample_from cannot be searched by Optuna; use tune.choice or a range"
+    if search in MODEL_SEARCHERS:
+        return (f"tune.sample_from cannot be searched by settings.search = {search!r}; use "
+                "tune.choice or a range")
     for _ in range(SAMPLE_FROM_CALLS):
         try:
             value = domain.sample(config={})

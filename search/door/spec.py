@@ -22,13 +22,16 @@ from core.augment import AUGMENTS
 from core.data import DATASETS
 from core.hparams import FAULT_KEY, HPARAMS, PRECISIONS, HParam, suggest
 from core.sources import TORCHVISION_FORMATS
-from search.door.domains import domain_problem, is_dimension, largest_value
+from search.door.domains import MODEL_SEARCHERS, domain_problem, is_dimension, largest_value
 from search.errors import SpecError
 from search.record import DEFAULT_TRACKING_URI
 from trainables.metrics import METRICS
 
 # Promotion ASHA (search/scheduling/promotion.py) by default; Ray's stopping ASHA; or no early stopping.
 SCHEDULERS = ("asha", "asha_stopping", "fifo")
+
+# Random search (which crosses grids), or one that samples every value from its model.
+SEARCHERS = ("random", *MODEL_SEARCHERS)
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -80,8 +83,9 @@ SETTINGS: dict[str, HParam] = {h.name: h for h in (
            low=1, high=100000),
     HParam("reduction_factor", 3.0, "ASHA: 1/fraction of trials kept at each rung",
            low=1.0, high=100.0, low_open=True),
-    HParam("search", "random", "search algorithm: random, or optuna (TPE)",
-           choices=("random", "optuna")),
+    HParam("search", "random", "search algorithm: random, optuna (TPE on finished trials), or "
+           "multifidelity (TPE on ASHA's rungs as they fill: search/scheduling/multifidelity.py)",
+           choices=SEARCHERS),
     HParam("cpus_per_trial", 1.0, "CPUs reserved by each trial", low=0.0, high=1024.0,
            low_open=True),
     HParam("gpus_per_trial", 0.0, "GPUs per trial when the cluster has GPUs (fractions share one)",

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
@@ -168,6 +168,55 @@ class Rungs:
 
 
 @dataclass(frozen=True)
+class Job:
+    """What a free worker does (`PromotionRules.free_worker`): promote a trial paused at a rung,
+    start a new trial, end the trials paused at rungs, or nothing."""
+
+    kind: str  # promote | start | end | idle
+    trial_ids: tuple[str, ...] = ()
+    epoch: int = 0  # promote: the rung it goes on from
+
+
+class PromotionRules:
+    """Promotion ASHA's decisions, free of Ray: `PromotionASHA` asks them for its real trials and
+    the benchmarks' replay (benchmarks/virtual/replay.py) for its virtual ones, so both follow one set of
+    rules. Who runs, pauses and starts trials (Ray, or a virtual clock) stays with the caller."""
+
+    def __init__(self, rungs: Rungs):
+        self.rungs = rungs
+
+    def at_rung(self, trial_id: str, epoch: int, value: float | None, others: tuple = (),
+                waiting: Iterable[str] = ()) -> bool:
+        """A trial reports `value` at rung `epoch`: True if it trains on at once (it is the next
+        promotion among it and the `waiting` trials paused at rungs), False if it pauses there."""
+        book = self.rungs
+        book.record(trial_id, epoch, value, others)
+        if book.next_promotion({*waiting, trial_id}) == (trial_id, epoch):
+            book.promote(trial_id, epoch)
+            return True
+        return False
+
+    def free_worker(self, waiting: Iterable[str], next_new: Callable[[], str | None], idle: bool,
+                    finished: Callable[[], bool]) -> Job:
+        """What a free worker does: promote the next of the `waiting` trials (top rung first),
+        else start `next_new()` (None: no new trial now), else, when nothing else runs (`idle`),
+        end the waiting trials, which nothing can promote any more: all of them when no new trial
+        can come (`finished()`), else the least promising, which frees a searcher's slot."""
+        waiting = list(waiting)
+        job = self.rungs.next_promotion(waiting)
+        if job is not None:
+            self.rungs.promote(*job)
+            return Job("promote", (job[0],), job[1])
+        new = next_new()
+        if new is not None:
+            return Job("start", (new,))
+        if waiting and idle:
+            ending = waiting if finished() else [self.rungs.worst_waiting(waiting)]
+            return Job("end", tuple(ending))
+        return Job("idle")
+
+
+@dataclass(frozen=True)
 class RungDecision:
     """What promotion ASHA decided for a trial at a rung; the console tells these as they come."""
 
@@ -196,6 +245,7 @@ class PromotionASHA(SnapshotErrors, FIFOScheduler):
         self.max_concurrent = max_concurrent  # trials training at once (the workers)
         self._metric, self._mode = metric, mode
         self.rungs: Rungs | None = None
+        self.rules: PromotionRules | None = None  # the decisions, over `rungs`
         self.queued: list[str] = []  # new trials not started yet, in the order they came
         # Trials about to give their worker back (paused at a rung, or at their last epoch): the
         # next trial is staged at once, so Ray hands it the worker's actor instead of stopping it.
@@ -216,6 +266,12 @@ class PromotionASHA(SnapshotErrors, FIFOScheduler):
             self.rungs = Rungs(milestones, self.reduction_factor, self._mode or "max",
                                tuple(mode for _, mode in self.also))
         return self.rungs
+
+    def decision_rules(self) -> PromotionRules:
+        """The decisions over this scheduler's rungs: the object the benchmarks' replay drives too."""
+        if self.rules is None or self.rules.rungs is not self._book():
+            self.rules = PromotionRules(self._book())
+        return self.rules
 
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
         """A new trial waits in the queue; a restored one brings its rung results back, and one
@@ -248,10 +304,8 @@ class PromotionASHA(SnapshotErrors, FIFOScheduler):
             self.leaving.add(trial.trial_id)
         if epoch not in book.milestones:
             return TrialScheduler.CONTINUE
-        book.record(trial.trial_id, epoch, result.get(self._metric), self._others(result))
-        job = book.next_promotion(self._paused_ids(tune_controller) | {trial.trial_id})
-        if job == (trial.trial_id, epoch):
-            book.promote(trial.trial_id, epoch)
+        if self.decision_rules().at_rung(trial.trial_id, epoch, result.get(self._metric),
+                                         self._others(result), self._paused_ids(tune_controller)):
             self._decide(trial.trial_id, epoch, "promoted")
             return TrialScheduler.CONTINUE  # paused and at once promoted again: no need to stop
         self._decide(trial.trial_id, epoch, "paused")
@@ -271,18 +325,25 @@ class PromotionASHA(SnapshotErrors, FIFOScheduler):
         at_rungs = {i: t for i, t in paused.items() if i not in self.queued}
         if busy >= self.max_concurrent or (self.leaving and self._starting(trials)):
             return None
-        job = self._book().next_promotion(at_rungs)
-        if job is not None:
-            self._book().promote(*job)
-            self._decide(*job, "promoted")
-            _tell_searcher(tune_controller, "on_unpause", job[0])
-            return paused[job[0]]
+        job = self.decision_rules().free_worker(
+            at_rungs, lambda: self._next_queued(paused), idle=not busy and not self.leaving,
+            finished=tune_controller.search_alg.is_finished)
+        if job.kind == "promote":
+            self._decide(job.trial_ids[0], job.epoch, "promoted")
+            _tell_searcher(tune_controller, "on_unpause", job.trial_ids[0])
+            return paused[job.trial_ids[0]]
+        if job.kind == "start":
+            return paused[job.trial_ids[0]]
+        if job.kind == "end":
+            self._end_waiting(tune_controller, {i: at_rungs[i] for i in job.trial_ids})
+        return None
+
+    def _next_queued(self, paused: dict[str, Trial]) -> str | None:
+        """The first new trial of the queue that Ray holds (paused, never started)."""
         while self.queued:
             trial_id = self.queued.pop(0)
             if trial_id in paused:
-                return paused[trial_id]
-        if at_rungs and not busy and not self.leaving:
-            self._end_waiting(tune_controller, at_rungs)
+                return trial_id
         return None
 
     @staticmethod
@@ -293,18 +354,12 @@ class PromotionASHA(SnapshotErrors, FIFOScheduler):
         search Ray waits up to 5 s for the last one)."""
         return any(t.status == Trial.PENDING for t in trials)
 
-    def _end_waiting(self, tune_controller, paused: dict[str, Trial]) -> None:
-        """Nothing runs and nothing is promotable: no paused trial can move up any more, unless a
-        new trial comes. If none can come, they all end; if the search algorithm is only held back
-        by a concurrency limit (paused trials count as running for it), the least promising ends."""
-        if tune_controller.search_alg.is_finished():
-            ending = list(paused)
-        else:
-            ending = [self._book().worst_waiting(paused)]
-        for trial_id in ending:
+    def _end_waiting(self, tune_controller, ending: dict[str, Trial]) -> None:
+        """Stops the trials the rules end at their rung (see `PromotionRules.free_worker`)."""
+        for trial_id, trial in ending.items():
             self._decide(trial_id, self._book().rung_of(trial_id) or 0, "ended")
-            tune_controller.stop_trial(paused[trial_id])
-            save_with_next_snapshot(tune_controller, paused[trial_id])
+            tune_controller.stop_trial(trial)
+            save_with_next_snapshot(tune_controller, trial)
 
     def _decide(self, trial_id: str, milestone: int, outcome: str) -> None:
         book = self._book()
@@ -357,8 +412,12 @@ class PausedTrialsWait(ConcurrencyLimiter):
 
 
 def _tell_searcher(tune_controller, hook: str, trial_id: str) -> None:
-    """Calls a Searcher's pause hook, where the search algorithm has one (random search has not)."""
-    searcher = getattr(tune_controller.search_alg, "searcher", None)
+    tell_paused(getattr(tune_controller.search_alg, "searcher", None), hook, trial_id)
+
+
+def tell_paused(searcher, hook: str, trial_id: str) -> None:
+    """Calls a Searcher's pause hook (on_pause, on_unpause), where it has one (random search has
+    not): the one place that says which searchers hear of trials paused at rungs."""
     if isinstance(searcher, PausedTrialsWait):
         getattr(searcher, hook)(trial_id)
 

@@ -17,13 +17,14 @@ from search.place.checkpoint_keeper import CheckpointKeeper
 from search.place.cluster import data_source
 from search.place.result_log import WholeResultLog
 from search.place.storage import tune_storage_path
+from search.scheduling.multifidelity import MultiFidelitySearcher
 from search.scheduling.pareto import (
     FinalResultsOptuna,
     judged_on_last_epoch,
     rung_objectives,
     spec_objectives,
 )
-from search.scheduling.promotion import PausedTrialsWait, PromotionASHA
+from search.scheduling.promotion import PausedTrialsWait, PromotionASHA, spec_rungs
 from search.scheduling.snapshots import SnapshotASHA, SnapshotFIFO
 from trainables.classifier import TrialSettings, train_classifier
 from trainables.metrics import EPOCH
@@ -105,14 +106,24 @@ def make_search_alg(spec: SearchSpec):
     if spec.search == "random":
         return BasicVariantGenerator(random_state=spec.seed,
                                      max_concurrent=0 if promotion else limit or 0)
-    from optuna.samplers import TPESampler
-
-    # TPE takes one objective or several; only trials that ran all their epochs teach it.
-    searcher = FinalResultsOptuna(spec_objectives(spec), spec.max_epochs,
-                                  sampler=TPESampler(seed=spec.seed))
+    searcher = _model_searcher(spec)
     if not limit:
         return searcher
     return (PausedTrialsWait if promotion else ConcurrencyLimiter)(searcher, max_concurrent=limit)
+
+
+def _model_searcher(spec: SearchSpec):
+    if spec.search == "multifidelity":
+        # It learns from each rung as trials reach it, and from the last epoch.
+        return MultiFidelitySearcher(spec_objectives(spec), (*spec_rungs(spec), spec.max_epochs),
+                                     seed=spec.seed)
+    if spec.search == "optuna":
+        from optuna.samplers import TPESampler
+
+        # TPE takes one objective or several; only trials that ran all their epochs teach it.
+        return FinalResultsOptuna(spec_objectives(spec), spec.max_epochs,
+                                  sampler=TPESampler(seed=spec.seed))
+    raise SpecError(f"settings.search: {spec.search!r}: expected random, optuna or multifidelity")
 
 
 def new_tuner(spec: SearchSpec, data: Dataset, callbacks: list[tune.Callback],

@@ -7,6 +7,7 @@ from ray import tune
 
 from core.hparams import HPARAMS, HParam
 from search.door.domains import (
+    MODEL_SEARCHERS,
     ValueSet,
     describe,
     domain_choices,
@@ -101,9 +102,10 @@ def test_numeric_ranges_are_refused_for_choices():
     assert "tune.choice" in problem
 
 
-def test_optuna_refuses_grids_and_functions():
-    assert "grid_search" in domain_problem(UNIT, tune.grid_search([0.1]), "optuna")
-    assert "Optuna" in domain_problem(UNIT, tune.sample_from(lambda _: 0.1), "optuna")
+@pytest.mark.parametrize("search", MODEL_SEARCHERS)
+def test_model_searchers_refuse_grids_and_functions(search):
+    assert "grid_search" in domain_problem(UNIT, tune.grid_search([0.1]), search)
+    assert repr(search) in domain_problem(UNIT, tune.sample_from(lambda _: 0.1), search)
 
 
 def test_largest_value_and_description():

@@ -1,8 +1,8 @@
-"""Tests of benchmarks/asha_replay.py: the scheduler's decisions replayed on known curves."""
+"""Tests of benchmarks/virtual/orders.py: the scheduler's decisions replayed on known curves."""
 
 from __future__ import annotations
 
-from benchmarks.asha_replay import replay, replay_many
+from benchmarks.virtual.orders import replay_many, replay_order
 
 # Four trials, each worse than the one before at every epoch; every epoch takes 1 s.
 CURVES = [[0.5 - 0.1 * i + 0.01 * e for e in range(4)] for i in range(4)]
@@ -11,14 +11,14 @@ SECONDS = [[1.0] * 4 for _ in range(4)]
 
 def test_one_worker_in_order_trains_what_successive_halving_trains():
     # Rungs at epochs 1 and 2: 4 trials reach rung 1, the best 2 rung 2, the best 1 goes to 4.
-    epochs, best = replay(CURVES, SECONDS, [0, 1, 2, 3], workers=1, grace_period=1,
+    epochs, best = replay_order(CURVES, SECONDS, [0, 1, 2, 3], workers=1, grace_period=1,
                           reduction_factor=2, max_epochs=4)
     assert epochs == 4 + 2 * 1 + 1 * 2
     assert best == CURVES[0][3]
 
 
 def test_the_best_trial_arriving_last_still_reaches_the_end():
-    epochs, best = replay(CURVES, SECONDS, [3, 2, 1, 0], workers=1, grace_period=1,
+    epochs, best = replay_order(CURVES, SECONDS, [3, 2, 1, 0], workers=1, grace_period=1,
                           reduction_factor=2, max_epochs=4)
     assert best == CURVES[0][3]
     assert 8 <= epochs <= 16  # early promotions, judged among fewer trials, cost extra epochs

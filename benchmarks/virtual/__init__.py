@@ -1,0 +1,1 @@
+"""Searches replayed in virtual time against learning-curve surrogates (section `search`)."""
