@@ -263,9 +263,8 @@ def saved_outcome(trial: Trial) -> TrialOutcome | None:
                                                OUTCOME_FILE).read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    ended_as = "error" if trial.status == Trial.ERROR else "ended"
-    if trial.status not in (Trial.TERMINATED, Trial.ERROR) or (saved.kind == "error") != (
-            ended_as == "error"):
+    if trial.status not in (Trial.TERMINATED, Trial.ERROR) or (
+            (saved.kind == "error") != (trial.status == Trial.ERROR)):
         return None
     return saved
 

@@ -353,7 +353,7 @@ class MlflowTracking(Callback):
         self.args = (tracking_uri, experiment, search_key, name)
         self.ends = ends or TrialEnds(max_epochs, rungs)
         self.opening = opening
-        self.max_epochs, self.dimensions, self.rungs = max_epochs, dimensions, tuple(rungs)
+        self.dimensions = dimensions
         self.record: SearchRecord | None = None
         self.unfinished: list[str] = []  # trials left unfinished when the experiment ended
         self.lost = 0  # events that could not be logged

@@ -110,17 +110,14 @@ class Search:
 
     def interrupt_when_two_finished_and_one_midway(self, proc: subprocess.Popen, sig: int,
                                                    finished_at_least: int = 2):
-        deadline = time.time() + 300
-        while time.time() < deadline:
+        def finished_and_midway() -> list[str]:
             states = self.trial_states()
             finished = [t for t, (s, _) in states.items() if s == "FINISHED"]
             midway = [t for t, (s, n) in states.items() if s == "RUNNING" and 1 <= n < MAX_EPOCHS]
-            if len(finished) >= finished_at_least and midway:
-                break
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"the search never had {finished_at_least} finished trial(s) and one mid-way")
+            return midway if len(finished) >= finished_at_least else []
+
+        midway = wait_while_running(proc, finished_and_midway,
+                                    f"had {finished_at_least} finished trial(s) and one mid-way")
         rows_before = self.result_rows()
         proc.send_signal(sig)
         injected(f"driver {signal.Signals(sig).name}")
@@ -138,6 +135,27 @@ class Search:
             if lines:  # a trial folder Ray made but never reported to has none
                 rows[lines[0]["trial_id"]] = [r["training_iteration"] for r in lines]
         return rows
+
+
+def wait_while_running(proc: subprocess.Popen, ready, never: str, timeout_s: float = 300):
+    """Polls `ready()` until it returns something true, which is returned; fails the test if the
+    search ends first (with its stderr) or `timeout_s` passes (saying the search `never` ...)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        found = ready()
+        if found:
+            return found
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    pytest.fail(f"the search never {never}")
+
+
+def sigkill_driver(proc: subprocess.Popen) -> None:
+    """SIGKILLs the search's whole process group (its driver and the Ray it started)."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    injected("driver SIGKILL")
+    proc.communicate(timeout=60)
+    kill_group(proc)
 
 
 def _whole_lines(text: str) -> list[dict]:

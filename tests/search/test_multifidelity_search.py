@@ -5,15 +5,17 @@ though the trials that had finished never report again."""
 
 from __future__ import annotations
 
-import os
 import pickle
-import signal
-import time
 
 import pytest
 
-from tests.conftest import injected
-from tests.search.cli_search import MAX_EPOCHS, NUM_SAMPLES, Search, kill_group
+from tests.search.cli_search import (
+    MAX_EPOCHS,
+    NUM_SAMPLES,
+    Search,
+    sigkill_driver,
+    wait_while_running,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -32,19 +34,14 @@ def _searcher_state(folder) -> dict | None:
 def test_a_multifidelity_search_resumes_with_what_its_searcher_learnt(image_folder, tmp_path):
     search = Search(tmp_path, image_folder, search="multifidelity", scheduler="asha")
     proc = search.start()
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        before = _searcher_state(search.folder)
-        if before and before["results"].get(MAX_EPOCHS):
-            break
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        time.sleep(0.2)
-    else:
-        pytest.fail("the searcher's state never held a trial that ran all its epochs")
-    os.killpg(proc.pid, signal.SIGKILL)
-    injected("driver SIGKILL")
-    proc.communicate(timeout=60)
-    kill_group(proc)
+
+    def learnt_a_whole_trial() -> dict | None:
+        state = _searcher_state(search.folder)
+        return state if state and state["results"].get(MAX_EPOCHS) else None
+
+    before = wait_while_running(proc, learnt_a_whole_trial,
+                                "saved a searcher state holding a trial that ran all its epochs")
+    sigkill_driver(proc)
 
     resumed = search.run("--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

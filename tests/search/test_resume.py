@@ -23,6 +23,8 @@ from tests.search.cli_search import (
     Search,
     assert_one_clean_record,
     kill_group,
+    sigkill_driver,
+    wait_while_running,
 )
 
 pytestmark = pytest.mark.slow
@@ -112,21 +114,15 @@ def _saved_statuses(folder: Path) -> dict[str, str]:
 def test_promotion_asha_resumes_with_trials_paused_at_rungs(image_folder, tmp_path):
     search = Search(tmp_path, image_folder, scheduler="asha")
     proc = search.start()
-    deadline = time.time() + 300
-    while time.time() < deadline:
+
+    def paused_at_a_rung() -> tuple[list[str], dict] | None:
         rows = search.result_rows()
         statuses = _saved_statuses(search.folder)
         paused = [t for t, s in statuses.items() if s == "PAUSED" and rows.get(t)]
-        if paused and any(len(r) >= 2 for r in rows.values()):
-            break
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        time.sleep(0.2)
-    else:
-        pytest.fail("no trial was ever saved paused at a rung")
-    os.killpg(proc.pid, signal.SIGKILL)
-    injected("driver SIGKILL")
-    proc.communicate(timeout=60)
-    kill_group(proc)
+        return (paused, rows) if paused and any(len(r) >= 2 for r in rows.values()) else None
+
+    paused, rows = wait_while_running(proc, paused_at_a_rung, "saved a trial paused at a rung")
+    sigkill_driver(proc)
 
     resumed = search.run("--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -9,13 +9,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO
-from tests.search.cli_search import MAX_EPOCHS, Search, assert_one_clean_record, kill_group
+from tests.search.cli_search import (
+    MAX_EPOCHS,
+    Search,
+    assert_one_clean_record,
+    kill_group,
+    wait_while_running,
+)
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -25,15 +30,9 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 def _wait_for_one_trial_midway(search: Search, proc: subprocess.Popen) -> list[str]:
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        midway = [t for t, (s, n) in search.trial_states().items()
-                  if s == "RUNNING" and 1 <= n < MAX_EPOCHS]
-        if midway:
-            return midway
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        time.sleep(0.2)
-    pytest.fail("no trial was ever mid-way")
+    return wait_while_running(proc, lambda: [t for t, (s, n) in search.trial_states().items()
+                                             if s == "RUNNING" and 1 <= n < MAX_EPOCHS],
+                              "had a trial mid-way")
 
 
 @pytest.mark.slow
